@@ -7,8 +7,46 @@
  * tr (several), ws (several), x.pe (several, host:port), so (BEP 53 file
  * indices and ranges).  Values are percent-decoded ('+' is a space in dn).
  * At least one of btih or btmh is required.  Unknown parameters are
- * ignored, as mature clients do; repeated single-valued parameters (dn, a
- * second btih) are refused.
+ * ignored, as mature clients do; conflicting repeats of single-valued
+ * parameters (two different dn, btih or btmh) are refused.
+ *
+ * The fine print of magnet_parse():
+ * - The scheme "magnet:" is matched without regard to case and must be
+ *   followed by '?'.  Parameters are separated by '&'; empty ones ("&&")
+ *   are skipped; one without '=' or with an empty name is MAGNET_E_SYNTAX.
+ *   A NUL byte anywhere in the URI is MAGNET_E_SYNTAX.
+ * - Parameter names are case-sensitive.  "xt" may also be written "xt.1",
+ *   "xt.2", ... and "tr" as "tr.1", ... (BEP 9, and what clients emit).
+ * - Every value of a known parameter is percent-decoded: '%' must be
+ *   followed by two hex digits (either case) and may not decode to NUL
+ *   (MAGNET_E_ESCAPE).  Values of unknown parameters are not looked at.
+ * - xt: the "urn:btih:"/"urn:btmh:" prefix and the hex digits are matched
+ *   without regard to case; base32 is RFC 4648 (either case, no padding).
+ *   An xt of another namespace (urn:sha1:, urn:ed2k:, ...) is ignored.  The
+ *   same btih or btmh twice is fine; two different ones are
+ *   MAGNET_E_DUPLICATE.
+ * - dn: two different non-empty values are MAGNET_E_DUPLICATE; an empty
+ *   dn is as if absent.  Empty tr and ws values are skipped.
+ * - x.pe: "host:port", host a DNS name or dotted IPv4 ([A-Za-z0-9._-],
+ *   at most 253 bytes) or a bracketed IPv6 address, port 1-65535.
+ * - so: a comma-separated list of "N" and "N-M" (N <= M, decimal,
+ *   uint32_t).  Several so parameters add up.  No sorting or merging.
+ * - Limits: the whole URI is at most max_uri bytes, each decoded value at
+ *   most max_value bytes (MAGNET_E_TOO_LONG); tr, ws, x.pe and so ranges at
+ *   most max_list each (MAGNET_E_TOO_MANY).  Memory is allocated only for
+ *   what is kept, so it stays within those limits.
+ *
+ * Error offsets (*reterr_offset) are byte offsets into the URI:
+ *   SCHEME     the first byte that does not match "magnet:?"
+ *   SYNTAX     the start of the parameter, or the NUL byte
+ *   ESCAPE     the '%' of the bad escape
+ *   BTIH BTMH PEER SELECT   the start of the (raw) value
+ *   DUPLICATE  the start of the second parameter
+ *   TOO_LONG   max_uri for the URI; for a value, the byte where the
+ *              decoded value went over max_value
+ *   TOO_MANY   the start of the parameter that went over max_list
+ *   NO_HASH    len (the end)
+ *   NOMEM      somewhere in the parameter being parsed
  */
 #ifndef TD_COMMON_MAGNET_H
 #define TD_COMMON_MAGNET_H
@@ -65,21 +103,40 @@ struct magnet {
     size_t n_so;
 };
 
-/* Parse uri[0..len) into ret.  Returns 0 or a negative enum magnet_error
- * with *reterr_offset (if not NULL) the byte offset of the problem.  ret is
- * written only on success; free it with magnet_release(). */
+/* Parse uri[0..len) into ret (uri need not be NUL-terminated).  lim may be
+ * NULL for magnet_limits_default.  Returns 0 or a negative enum
+ * magnet_error with *reterr_offset (if not NULL) the byte offset of the
+ * problem (see above).  ret and *reterr_offset are written only on success
+ * and failure respectively; ret then owns its strings and arrays: free them
+ * with magnet_release().  Allocates nothing that outlives a failure. */
 int magnet_parse(struct magnet *ret, const char *uri, size_t len,
                  const struct magnet_limits *lim, size_t *reterr_offset);
 
-/* Free what magnet_parse() allocated; accepts a zeroed struct. */
+/* Free what magnet_parse() allocated and zero *m; accepts NULL and a
+ * zeroed struct, so calling it twice is harmless. */
 void magnet_release(struct magnet *m);
 
-/* Append the canonical URI for m to out: xt (btih as hex, then btmh), dn,
- * tr, ws, x.pe, so, each percent-encoded where needed.  Returns 0 or a
- * negative errno from buf. */
+/* Append the canonical URI for m to out:
+ *   magnet:?xt=urn:btih:<40 lowercase hex>[&xt=urn:btmh:1220<64 hex>]
+ *   [&dn=..][&tr=..]...[&ws=..]...[&x.pe=..]...[&so=0,2,4-6]
+ * (with only a btmh, that xt comes first).  dn, tr, ws and x.pe values
+ * keep RFC 3986 unreserved characters (A-Z a-z 0-9 - . _ ~) and encode
+ * every other byte as %XX (upper-case hex; a space is %20, never '+').
+ * For any struct that magnet_parse() made, magnet_parse() of the result
+ * (with a max_uri that allows for the escapes) gives back an equal struct
+ * and magnet_format() the same bytes.  A struct built by hand must hold
+ * what the parser would accept (non-NULL, non-empty strings, valid x.pe)
+ * for that to hold; it is printed as it is, without checks.
+ * Returns 0, -EINVAL if m has neither btih nor btmh, or a negative errno
+ * from buf (-EMSGSIZE past out's cap, -ENOMEM); on failure out is left as
+ * it was. */
 int magnet_format(const struct magnet *m, struct buf *out);
 
-/* A static message for an error value. */
+/* Do a and b hold the same hashes, dn, and lists (same items, same order)?
+ * Used to check that magnet_format() and magnet_parse() round-trip. */
+bool magnet_equal(const struct magnet *a, const struct magnet *b);
+
+/* A static message for an error value; "unknown error" for any other. */
 const char *magnet_strerror(int err);
 
 #endif
