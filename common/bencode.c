@@ -5,6 +5,7 @@
  */
 #include "common/bencode.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ struct parser {
     unsigned flags;
     struct benc_node *nodes;
     uint32_t n, size;
+    uint32_t most;   /* the most nodes the input can make (see parse()) */
     unsigned quirks;
 };
 
@@ -77,8 +79,15 @@ new_node(struct parser *ps, uint8_t type, uint32_t *ret_idx)
         return BENC_E_TOO_MANY_NODES;
     if (ps->n == ps->size) {
         uint32_t size = ps->size ? ps->size * 2 : 64;
-        if (size > ps->lim->max_nodes || size < ps->size)
+        if (size < ps->size)
+            size = UINT32_MAX;
+        if (size > ps->most)
+            size = ps->most;
+        if (size > ps->lim->max_nodes)
             size = ps->lim->max_nodes;
+        assert(size > ps->n); /* ps->most is a true bound */
+        if (size <= ps->n)
+            return BENC_E_TOO_MANY_NODES;
         struct benc_node *nodes = reallocarray(ps->nodes, size,
                                                sizeof(*nodes));
         if (!nodes)
@@ -121,14 +130,16 @@ parse_int(struct parser *ps, int64_t *ret)
         ps->pos = pos;
         return BENC_E_INT_SYNTAX;
     }
-    if (ps->p[pos] == '0' && pos + 1 < ps->len && ps->p[pos + 1] != 'e') {
+    /* "-0..." can never become valid, whatever follows or if nothing
+     * does; "0" may only be followed by 'e' (a non-digit other than 'e'
+     * is left to the loop, which reports it as a syntax error). */
+    if (ps->p[pos] == '0' && neg) {
         ps->pos = pos;
-        return neg ? BENC_E_INT_NEGATIVE_ZERO : BENC_E_INT_LEADING_ZERO;
+        return BENC_E_INT_NEGATIVE_ZERO;
     }
-    if (neg && ps->p[pos] == '0') {
+    if (ps->p[pos] == '0' && pos + 1 < ps->len && is_digit(ps->p[pos + 1])) {
         ps->pos = pos;
-        return pos + 1 < ps->len ? BENC_E_INT_NEGATIVE_ZERO
-                                 : BENC_E_TRUNCATED;
+        return BENC_E_INT_LEADING_ZERO;
     }
 
     uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
@@ -249,10 +260,19 @@ parse(struct parser *ps)
     uint32_t depth = 0;
     int r;
 
-    stack = calloc(ps->lim->max_depth ? ps->lim->max_depth : 1,
-                   sizeof(*stack));
+    /* Each open container took one input byte, so the stack never needs
+     * more frames than the input has bytes, whatever max_depth says. */
+    size_t frames = ps->lim->max_depth < ps->len ? ps->lim->max_depth
+                                                 : ps->len;
+    stack = calloc(frames ? frames : 1, sizeof(*stack));
     if (!stack)
         return BENC_E_NOMEM;
+    /* A finished value owns at least two bytes of its own ("0:", "le";
+     * a container's 'l' and 'e' are not its children's), an open container
+     * at least one, and at most 'frames' are open: so the node array never
+     * needs more than (len + frames) / 2 + 1 entries, about 12 bytes per
+     * input byte, however the array grows. */
+    ps->most = (uint32_t)((ps->len + frames) / 2 + 1);
 
     for (;;) {
         struct frame *top = depth ? &stack[depth - 1] : NULL;
@@ -406,8 +426,6 @@ benc_parse(struct benc_doc *ret_doc, const void *buf, size_t len,
     if (len > ps.lim->max_input || len > BENC_INPUT_HARD_MAX) {
         r = BENC_E_TOO_LARGE;
         ps.pos = ps.lim->max_input < len ? ps.lim->max_input : len;
-    } else if (ps.lim->max_depth == 0 || ps.lim->max_nodes == 0) {
-        r = BENC_E_TOO_MANY_NODES;
     } else {
         r = parse(&ps);
     }
@@ -529,12 +547,17 @@ benc_put_str(struct buf *b, const void *p, size_t n)
 {
     char len[24];
     int k = snprintf(len, sizeof(len), "%zu:", n);
-    size_t save = b->len;
-    int r = buf_append(b, len, (size_t)k);
+
+    /* Room for prefix and bytes at once: all or nothing, and the buffer
+     * stays NUL-terminated on failure. */
+    if (n > SIZE_MAX - (size_t)k)
+        return -EMSGSIZE;
+    int r = buf_reserve(b, (size_t)k + n);
+    if (r < 0)
+        return r;
+    r = buf_append(b, len, (size_t)k);
     if (r == 0)
         r = buf_append(b, p, n);
-    if (r < 0)
-        b->len = save;
     return r;
 }
 

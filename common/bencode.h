@@ -73,7 +73,7 @@ enum benc_quirks {
 
 struct benc_limits {
     size_t max_input;   /* bytes */
-    uint32_t max_depth; /* nesting of lists and dictionaries, >= 1 */
+    uint32_t max_depth; /* nesting of lists and dictionaries (0: scalars) */
     uint32_t max_nodes; /* values of any type, in total */
 };
 

@@ -40,6 +40,8 @@ buf_reserve(struct buf *b, size_t n)
 {
     if (n > b->cap || b->len > b->cap - n)
         return -EMSGSIZE;
+    if (b->len + n == SIZE_MAX)
+        return -ENOMEM; /* no room for the NUL (cap == SIZE_MAX) */
     size_t need = b->len + n + 1; /* + NUL */
     if (need <= b->size)
         return 0;
