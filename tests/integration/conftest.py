@@ -1,0 +1,195 @@
+"""Shared fixtures and helpers of the integration tests.
+
+The binaries come from $TORRENTD_BUILD (default build/asan, relative to the
+repository root unless absolute): `make check` builds them with
+AddressSanitizer and UBSan, so every run of a binary is also a sanitizer
+test; run_ctl() and assert_no_sanitizer() fail the test on any report.
+
+Fixtures:
+  build_dir     the directory of the binaries under test
+  torrentctl    the path of torrentctl (skips if it is not built)
+  ctl           a function running torrentctl: ctl(*args, ...) -> result
+  mktorrent     the path of Debian's mktorrent (skips if absent)
+  workdir       a fresh directory for the test (pytest's tmp_path)
+Helpers (import from conftest):
+  bdecode(bytes), bencode(obj), info_hash(path_or_bytes), run(argv, ...),
+  assert_no_sanitizer(text), write_file(path, size, seed), SYSTEM_PYTHON
+"""
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "WARNING: ThreadSanitizer",
+                   "ERROR: ThreadSanitizer")
+# The Debian interpreter that has python3-libtorrent.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+# Sanitizer defaults when pytest is run by hand (make check sets them).
+os.environ.setdefault("ASAN_OPTIONS",
+                      "abort_on_error=0:detect_leaks=1:strict_string_checks=1")
+os.environ.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "tsan: also run under ThreadSanitizer (make check-tsan)")
+    config.addinivalue_line(
+        "markers", "slow: takes more than a few seconds")
+
+
+# --------------------------------------------------------------- bencode
+
+class BencodeError(ValueError):
+    pass
+
+
+def bdecode(data):
+    """Decode bencoded bytes: dict keys and strings stay bytes."""
+    def dec(i):
+        if i >= len(data):
+            raise BencodeError("truncated")
+        c = data[i:i + 1]
+        if c == b"i":
+            j = data.index(b"e", i)
+            return int(data[i + 1:j]), j + 1
+        if c == b"l":
+            i += 1
+            out = []
+            while data[i:i + 1] != b"e":
+                v, i = dec(i)
+                out.append(v)
+            return out, i + 1
+        if c == b"d":
+            i += 1
+            out = {}
+            while data[i:i + 1] != b"e":
+                k, i = dec(i)
+                v, i = dec(i)
+                out[k] = v
+            return out, i + 1
+        if c.isdigit():
+            j = data.index(b":", i)
+            n = int(data[i:j])
+            if j + 1 + n > len(data):
+                raise BencodeError("string past the end")
+            return data[j + 1:j + 1 + n], j + 1 + n
+        raise BencodeError("bad byte %r at %d" % (c, i))
+
+    value, end = dec(0)
+    if end != len(data):
+        raise BencodeError("trailing bytes")
+    return value
+
+
+def bencode(obj):
+    """Encode ints, bytes, str, lists and dicts (keys sorted)."""
+    if isinstance(obj, bool):
+        obj = int(obj)
+    if isinstance(obj, int):
+        return b"i%de" % obj
+    if isinstance(obj, str):
+        obj = obj.encode()
+    if isinstance(obj, bytes):
+        return b"%d:%s" % (len(obj), obj)
+    if isinstance(obj, list):
+        return b"l" + b"".join(bencode(x) for x in obj) + b"e"
+    if isinstance(obj, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v)
+                       for k, v in obj.items())
+        return b"d" + b"".join(bencode(k) + bencode(v)
+                               for k, v in items) + b"e"
+    raise TypeError(type(obj))
+
+
+def info_hash(src):
+    """The v1 info-hash (hex) of a .torrent file or its bytes: SHA-1 over
+    the info dictionary re-encoded (equal to its raw bytes when the file
+    is canonical, which tests check separately where it matters)."""
+    data = src if isinstance(src, bytes) else open(src, "rb").read()
+    return hashlib.sha1(bencode(bdecode(data)[b"info"])).hexdigest()
+
+
+# ----------------------------------------------------------- processes
+
+def assert_no_sanitizer(text, what="process"):
+    for mark in SANITIZER_MARKS:
+        assert mark not in text, "%s: sanitizer report:\n%s" % (what, text)
+
+
+def run(argv, input=None, timeout=60, env=None, cwd=None):
+    """Run argv; return subprocess.CompletedProcess with text output
+    (undecodable bytes escaped)."""
+    e = dict(os.environ)
+    e.pop("NO_COLOR", None)
+    if env:
+        e.update(env)
+    return subprocess.run(argv, input=input, capture_output=True,
+                          timeout=timeout, env=e, cwd=cwd,
+                          encoding="utf-8", errors="backslashreplace")
+
+
+def write_file(path, size, seed=1):
+    """A file of size pseudo-random bytes (deterministic per seed)."""
+    rng = random.Random(seed)
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            f.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+# ------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def build_dir():
+    return os.path.join(ROOT, os.environ.get("TORRENTD_BUILD", "build/asan"))
+
+
+@pytest.fixture(scope="session")
+def torrentctl(build_dir):
+    path = os.path.join(build_dir, "torrentctl")
+    if not os.access(path, os.X_OK):
+        pytest.skip("%s is not built (make %s)" % (path, path))
+    return path
+
+
+@pytest.fixture
+def ctl(torrentctl):
+    """ctl(*args, input=None, env=None, cwd=None, rc=None) runs torrentctl;
+    fails the test on a sanitizer report, and when rc is given, on another
+    exit status."""
+    def _run(*args, input=None, env=None, cwd=None, rc=None, timeout=60):
+        r = run([torrentctl] + [str(a) for a in args], input=input, env=env,
+                cwd=cwd, timeout=timeout)
+        assert_no_sanitizer(r.stderr, "torrentctl %s" % " ".join(
+            str(a) for a in args))
+        if rc is not None:
+            assert r.returncode == rc, (
+                "torrentctl %s: exit %d, expected %d\nstdout: %s\n"
+                "stderr: %s" % (" ".join(str(a) for a in args),
+                                r.returncode, rc, r.stdout, r.stderr))
+        return r
+    return _run
+
+
+@pytest.fixture(scope="session")
+def mktorrent():
+    path = shutil.which("mktorrent")
+    if not path:
+        pytest.skip("mktorrent is not installed (scripts/deps test)")
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return tmp_path
