@@ -18,7 +18,8 @@ SBINDIR    ?= $(PREFIX)/bin
 MANDIR     ?= $(PREFIX)/share/man
 DATADIR    ?= $(PREFIX)/share
 SYSCONFDIR ?= /etc
-UNITDIR    ?= $(PREFIX)/lib/systemd/system
+LIBDIR     ?= $(PREFIX)/lib
+UNITDIR    ?= $(LIBDIR)/systemd/system
 DESTDIR    ?=
 
 CC         ?= cc
@@ -196,12 +197,24 @@ install: all
 	install -d $(DESTDIR)$(DATADIR)/bash-completion/completions
 	[ ! -f scripts/torrentctl.bash ] || install -m 644 scripts/torrentctl.bash \
 		$(DESTDIR)$(DATADIR)/bash-completion/completions/torrentctl
-	[ ! -d systemd ] || for u in systemd/*.service systemd/*.socket; do \
-		[ -f "$$u" ] || continue; install -d $(DESTDIR)$(UNITDIR); \
-		install -m 644 $$u $(DESTDIR)$(UNITDIR)/; done
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in systemd/*.service systemd/*.socket; do \
+		sed 's|/usr/local/bin/torrentd|$(SBINDIR)/torrentd|' $$u \
+			>$(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	install -d $(DESTDIR)$(LIBDIR)/sysusers.d $(DESTDIR)$(LIBDIR)/tmpfiles.d
+	install -m 644 systemd/torrentd.sysusers $(DESTDIR)$(LIBDIR)/sysusers.d/torrentd.conf
+	install -m 644 systemd/torrentd.tmpfiles $(DESTDIR)$(LIBDIR)/tmpfiles.d/torrentd.conf
+	install -d $(DESTDIR)$(SYSCONFDIR)/torrentd
+	[ -f $(DESTDIR)$(SYSCONFDIR)/torrentd/torrentd.conf ] || \
+		install -m 644 systemd/torrentd.conf $(DESTDIR)$(SYSCONFDIR)/torrentd/torrentd.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/torrentctl $(DESTDIR)$(SBINDIR)/torrentd
+	rm -f $(DESTDIR)$(DATADIR)/bash-completion/completions/torrentctl
+	rm -f $(DESTDIR)$(LIBDIR)/sysusers.d/torrentd.conf \
+		$(DESTDIR)$(LIBDIR)/tmpfiles.d/torrentd.conf
+	for u in systemd/*.service systemd/*.socket; do \
+		rm -f $(DESTDIR)$(UNITDIR)/$${u##*/}; done
 	for m in $(MANPAGES); do \
 		rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$${m##*/}; done
 

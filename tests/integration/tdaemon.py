@@ -86,6 +86,55 @@ class Connection:
         return doc["result"]
 
 
+class NotifyListener:
+    """A NOTIFY_SOCKET for sd_notify(3): an AF_UNIX datagram socket the
+    test binds.  Pass env() to Daemon.start(); recv() returns the next
+    message as a dict, wait_for(key) skips to the message with that key."""
+
+    def __init__(self, workdir, name="notify.sock"):
+        self.path = os.path.join(str(workdir), name)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+
+    def env(self, **extra):
+        e = {"NOTIFY_SOCKET": self.path}
+        e.update({k: str(v) for k, v in extra.items()})
+        return e
+
+    def recv(self, timeout=10.0):
+        """The next message as {"READY": "1", "STATUS": ...}, or None."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return None
+        msg = {}
+        for line in data.decode(errors="replace").split("\n"):
+            if "=" in line:
+                k, v = line.split("=", 1)
+                msg[k] = v
+        self.messages.append(msg)
+        return msg
+
+    def wait_for(self, key, timeout=20.0):
+        """The first message from now on that has key; fails after
+        timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            msg = self.recv(max(left, 0.01)) if left > 0 else None
+            if msg is None:
+                raise AssertionError("no %s= on the notify socket within "
+                                     "%.0f s; got %r" % (key, timeout,
+                                                         self.messages))
+            if key in msg:
+                return msg
+
+    def close(self):
+        self.sock.close()
+
+
 class Daemon:
     def __init__(self, workdir, config=None, name="td"):
         self.dir = os.path.join(str(workdir), name)
@@ -115,7 +164,9 @@ class Daemon:
             for k, v in self.config.items():
                 f.write("%s = %s\n" % (k, v))
 
-    def start(self, args=(), env=None, wait=True, timeout=20.0):
+    def start(self, args=(), env=None, wait=True, timeout=20.0, prefix=()):
+        """Start torrentd (after the command prefix, e.g.
+        systemd-socket-activate and its options, when given)."""
         os.makedirs(self.state_dir, exist_ok=True)
         os.makedirs(self.download_dir, exist_ok=True)
         self.write_config()
@@ -127,8 +178,8 @@ class Daemon:
             e.update(env)
         self.stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
-            [binary("torrentd"), "--config", self.conf_path, "--foreground",
-             *args],
+            [*prefix, binary("torrentd"), "--config", self.conf_path,
+             "--foreground", *args],
             stdin=subprocess.DEVNULL, stdout=self.stderr, stderr=self.stderr,
             env=e)
         if wait:

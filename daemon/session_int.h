@@ -1,0 +1,149 @@
+/* session_int — what session.c and session_rpc.c share: the session's
+ * record, the io jobs and the state machine's steps.  Not a contract for
+ * anyone else: include daemon/session.h.
+ *
+ * Thread: reactor only.
+ */
+#ifndef TD_DAEMON_SESSION_INT_H
+#define TD_DAEMON_SESSION_INT_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/config.h"
+#include "daemon/session.h"
+#include "daemon/state.h"
+#include "daemon/torrent.h"
+
+struct json_object;
+struct meta_info;
+struct rpc_call;
+
+#define SESSION_SEQ_GAP 100000u   /* event numbers skipped after a crash */
+#define SESSION_STOP_TIMEOUT 15.0 /* seconds session_stop() may take */
+#define SESSION_CPU_THREADS 2
+#define SESSION_MAX_TORRENTS 100000
+#define SESSION_MAX_B64 ((size_t)STATE_MAX_TORRENT / 3 * 4 + 8)
+#define IO_MAX_OPS 6
+
+struct session {
+    struct ev_loop *loop;          /* borrowed */
+    struct config base;            /* owned: file + --set */
+    struct config cfg;             /* owned: effective (base + runtime) */
+    struct state_settings runtime; /* owned: session.set values */
+    struct session_hooks hooks;
+    struct events *events; /* owned */
+    struct worker *io;     /* owned: one thread, ordered */
+    struct worker *cpu;    /* owned: checking data */
+    struct worker *parse;  /* owned: .torrent files, one thread */
+    struct hooks *progs;   /* owned: running on_complete */
+    struct torrent **v;    /* owned torrents, by id */
+    size_t n, cap;
+    uint32_t next_id;
+    int64_t started_at;
+    ev_tstamp started_mono;
+    uint64_t queue_counter;
+    bool in_queue_pass;
+    bool restoring; /* no events for the initial states */
+
+    bool stopping;
+    void (*stop_done)(void *arg);
+    void *stop_arg;
+    ev_timer stop_timer;
+
+    struct watch *watch; /* owned, or NULL */
+};
+
+enum io_op_type {
+    IO_WRITE,       /* state dir: name <- data */
+    IO_UNLINK,      /* state dir: name */
+    IO_DELETE_DATA, /* the torrent's files under data_dir */
+    IO_STAT,        /* any_data: does some file of meta exist? */
+};
+
+struct io_op {
+    enum io_op_type type;
+    char name[96];
+    char *data; /* owned */
+    size_t len;
+};
+
+struct io_job;
+/* Called on the reactor when an io job is done, before the default reply
+ * (which it replaces: it answers j->call itself and sets it to NULL). */
+typedef void (*io_after_t)(struct session *s, struct io_job *j, int r);
+
+/* A list of state directory operations run in order on the io worker,
+ * stopping at the first failure; then after() or the default: reply result
+ * to call, or an RPC_E_IO error. */
+struct io_job {
+    struct session *s;
+    char *dir; /* owned: the state directory */
+    struct io_op ops[IO_MAX_OPS];
+    size_t n_ops;
+    struct torrent *t;            /* borrowed, counted in t->jobs */
+    const struct meta_info *meta; /* borrowed through t */
+    char *data_dir;               /* owned */
+    struct rpc_call *call;        /* answered in done */
+    struct json_object *result;   /* owned: the reply on success */
+    io_after_t after;
+    void *watch_token; /* watch_added() when done */
+    bool any_data;     /* IO_STAT */
+    char failed[128];  /* the op that failed */
+};
+
+/* --- session.c ---
+ * io jobs: session_io_job_new() borrows t (counted in t->jobs) and takes
+ * nothing else; session_io_add_write() takes data; session_io_submit()
+ * runs it (on failure to queue, done runs at once with the error).
+ * States: session_set_state() publishes torrent.state (and torrent.error);
+ * session_settle() puts a torrent where it belongs when nothing runs on
+ * it; session_start_check() verifies its data on the cpu worker.
+ * session_save_resume() writes its resume record (nobody waits);
+ * session_save_and_reply() writes it, then replies result (taken);
+ * session_reply_when_durable() replies once every earlier write is done.
+ */
+
+void session_apply_live(struct session *s, const struct config *old);
+void session_completed(struct session *s, struct torrent *t);
+size_t session_count_state(const struct session *s, enum torrent_state st);
+struct torrent *session_find_hash(struct session *s, const uint8_t *hash);
+struct io_op *session_io_add(struct io_job *j, enum io_op_type type,
+                             const char *name);
+int session_io_add_resume(struct io_job *j, const struct torrent *t);
+int session_io_add_write(struct io_job *j, const char *name, char *data,
+                         size_t len);
+void session_io_job_free(struct io_job *j);
+struct io_job *session_io_job_new(struct session *s, struct torrent *t,
+                                  struct rpc_call *call);
+void session_io_submit(struct session *s, struct io_job *j);
+int session_list_insert(struct session *s, struct torrent *t);
+void session_list_remove(struct session *s, struct torrent *t);
+int64_t session_now_s(void);
+void session_publish_torrent(struct session *s, const char *type,
+                             const struct torrent *t,
+                             struct json_object *extra);
+void session_queue_pass(struct session *s);
+void session_quick_check(struct session *s, struct torrent *t);
+void session_reply_when_durable(struct session *s, struct rpc_call *call,
+                                struct json_object *result);
+void session_save_and_reply(struct session *s, struct torrent *t,
+                            struct rpc_call *call, struct json_object *result);
+void session_save_resume(struct session *s, struct torrent *t);
+void session_set_state(struct session *s, struct torrent *t,
+                       enum torrent_state st);
+void session_settle(struct session *s, struct torrent *t);
+void session_start_check(struct session *s, struct torrent *t);
+void session_status_changed(struct session *s);
+struct json_object *session_torrent_json(struct torrent *t);
+void session_torrent_unref(struct torrent *t);
+
+/* --- session_rpc.c --- */
+
+/* watch_add_t for the watch directory (watch.h). */
+void session_watch_add(void *arg, struct meta_info *meta, uint8_t *raw,
+                       size_t len, const char *path, void *token);
+
+#endif
