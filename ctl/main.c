@@ -11,9 +11,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ctl/client.h"
 #include "ctl/ctl.h"
 
 static const struct ctl_cmd cmd_table[] = {
+    /* The daemon's torrents (torrents.c). */
+    { "add", ctl_cmd_add, "FILE.torrent|MAGNET|- [--dir DIR] [--paused]",
+      "add a torrent to the daemon" },
+    { "list", ctl_cmd_list, "[--json [--fields FIELD,...]]",
+      "list the torrents" },
+    { "info", ctl_cmd_info, "ID", "show everything about one torrent" },
+    { "start", ctl_cmd_start, "ID|all", "start (resume) torrents" },
+    { "stop", ctl_cmd_stop, "ID|all", "stop (pause) torrents" },
+    { "remove", ctl_cmd_remove, "ID [--delete-data]",
+      "remove a torrent (and its data with --delete-data)" },
+    { "verify", ctl_cmd_verify, "ID", "check a torrent's data again" },
+    { "files", ctl_cmd_files, "ID", "list a torrent's files" },
+    { "peers", ctl_cmd_peers, "ID", "list a torrent's peers" },
+    { "trackers", ctl_cmd_trackers, "ID", "list a torrent's trackers" },
+    { "set", ctl_cmd_set, "ID KEY=VALUE...", "change a torrent's settings" },
+    /* The daemon itself (session_cmds.c, watch.c). */
+    { "stats", ctl_cmd_stats, "", "show the daemon's totals" },
+    { "config", ctl_cmd_config,
+      "get [KEY] | set KEY=VALUE... | reset KEY...",
+      "show or change the daemon's run-time settings" },
+    { "watch", ctl_cmd_watch, "[--since SEQ] [--count N] [--type TYPE]...",
+      "print the daemon's events as they happen" },
+    { "wait", ctl_cmd_wait,
+      "ID... [--for complete|seeding|metadata|removed] [--timeout S]",
+      "wait until torrents reach a state" },
+    { "shutdown", ctl_cmd_shutdown, "[--wait]", "stop the daemon" },
+    /* .torrent files, without the daemon (create.c, show.c). */
     { "create", ctl_cmd_create,
       "PATH [-o OUT.torrent] [-t URL]... [-w URL]... [--private]\n"
       "       [--comment TEXT] [--piece-size N] [-j N] [--force]",
@@ -85,15 +113,16 @@ usage(FILE *fp)
             "\n"
             "Global options:\n"
             "  -s, --socket PATH  the daemon's control socket (default:\n"
-            "                     $TORRENTD_SOCKET, else %s)\n"
+            "                     $TORRENTD_SOCKET, else %s,\n"
+            "                     else $XDG_RUNTIME_DIR/%s)\n"
             "      --json         print one JSON object for scripts\n"
             "  -h, --help         show this help\n"
             "  -V, --version      show the version\n"
             "\n"
             "Commands:\n",
-            progname, progname, CTL_DEFAULT_SOCKET);
+            progname, progname, CTL_DEFAULT_SOCKET, CTL_XDG_SOCKET);
     for (size_t i = 0; i < CMD_COUNT; i++)
-        fprintf(fp, "  %-8s %s\n", cmd_table[i].name, cmd_table[i].help);
+        fprintf(fp, "  %-9s %s\n", cmd_table[i].name, cmd_table[i].help);
     fprintf(fp, "\n'%s COMMAND --help' shows a command's options; "
             "see torrentctl(1).\n", progname);
 }
