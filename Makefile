@@ -5,7 +5,8 @@
 #            and `make bench` use
 #   asan     AddressSanitizer + UBSan: unit tests, corpus replay and the
 #            binaries the integration tests run (`make check`)
-#   tsan     ThreadSanitizer (`make check-tsan`)
+#   tsan     ThreadSanitizer: unit tests and the integration tests marked
+#            tsan (`make check-tsan`, also part of `make check`)
 #   fuzz     clang + libFuzzer targets (`make fuzz`)
 #
 # CFLAGS, CPPFLAGS and LDFLAGS belong to the user; the project's flags live
@@ -80,7 +81,7 @@ HAVE_DAEMON := $(wildcard daemon/main.c)
 MANPAGES := $(sort $(wildcard man/*.[1-9]))
 
 .PHONY: all run check check-unit check-corpus check-integration check-man \
-	check-src check-tsan fuzz bench install uninstall clean style deps
+	check-src check-tsan check-tsan-run fuzz bench install uninstall clean style deps
 
 all: deps build/default/torrentctl $(if $(HAVE_DAEMON),build/default/torrentd)
 
@@ -143,7 +144,7 @@ export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 check: deps
 	$(Q)scripts/deps test
 	$(Q)$(MAKE) --no-print-directory check-src check-man check-unit \
-		check-corpus check-integration
+		check-corpus check-tsan-run check-integration
 
 check-src:
 	$(Q)scripts/checksrc
@@ -164,9 +165,18 @@ check-corpus: $(REPLAY_BINS)
 check-integration: $(ASAN_BINS)
 	$(Q)TORRENTD_BUILD=build/asan $(PYTHON) -m pytest -q tests/integration
 
-check-tsan: deps build/tsan/torrentctl $(if $(HAVE_DAEMON),build/tsan/torrentd)
+TSAN_UNIT_BINS := $(UNIT_NAMES:%=build/tsan/tests/unit/%)
+
+# ThreadSanitizer: every unit test, and the integration tests marked tsan
+# (those that exercise the daemon's threads), against build/tsan binaries.
+check-tsan: deps
 	$(Q)scripts/deps test
-	$(Q)TORRENTD_BUILD=build/tsan TSAN_OPTIONS=halt_on_error=1 \
+	$(Q)$(MAKE) --no-print-directory check-tsan-run
+
+check-tsan-run: $(TSAN_UNIT_BINS) build/tsan/torrentctl $(if $(HAVE_DAEMON),build/tsan/torrentd)
+	$(Q)TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+		scripts/run-unit $(TSAN_UNIT_BINS)
+	$(Q)TORRENTD_BUILD=build/tsan TSAN_OPTIONS="halt_on_error=1" \
 		$(PYTHON) -m pytest -q -m tsan tests/integration
 
 fuzz: deps
