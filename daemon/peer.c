@@ -48,6 +48,9 @@ struct peer {
     size_t n_haves, cap_haves;
     bool in_have_list;
     struct peer *next_have;
+    struct pconn_torrent *old_tor; /* owned reference: the magnet's, kept
+                                    * after peer_set_torrent() while the
+                                    * thread may read it */
 };
 
 struct peer_table {
@@ -127,6 +130,7 @@ peer_free(struct peer *p)
         (void)chan_drain(p->evt_rd);
     p->evt_rd = chan_close(p->evt_rd);
     pconn_torrent_unref(p->tor);
+    pconn_torrent_unref(p->old_tor);
     free(p->haves);
     uint32_t i = p->slot - 1;
     t->slots[i] = NULL;
@@ -461,6 +465,25 @@ dispatch(struct peer *p, struct chan_rec *rec)
         if (cb->on_port)
             cb->on_port(ud, p, rec->p.u16[0]);
         break;
+    case PCONN_EV_METADATA:
+        if (cb->on_metadata_data && rec->ptr) {
+            uint8_t *data = rec->ptr;
+            rec->ptr = NULL; /* the callee's now */
+            cb->on_metadata_data(ud, p, rec->p.u32[0], rec->p.u32[1], data,
+                                 rec->p.u32[2]);
+        }
+        break;
+    case PCONN_EV_METADATA_REJECT:
+        if (cb->on_metadata_reject)
+            cb->on_metadata_reject(ud, p, rec->p.u32[0]);
+        break;
+    case PCONN_EV_PEX:
+        if (cb->on_pex && rec->ptr) {
+            const struct ext_pex_msg *x = rec->ptr;
+            cb->on_pex(ud, p, x->peers, x->n_added, x->peers + x->n_added,
+                       x->n_dropped);
+        }
+        break;
     default:
         log_err("peer/%u: unknown event %u, ignoring", p->slot, rec->type);
         break;
@@ -650,6 +673,81 @@ int
 peer_reject(struct peer *p, const struct wire_block *b, size_t n)
 {
     return blocks_cmd(p, PCONN_CMD_REJECT, b, n);
+}
+
+int
+peer_send_metadata_request(struct peer *p, uint32_t piece)
+{
+    if (p->closing)
+        return -ESHUTDOWN;
+    if (!p->handshaked)
+        return -EAGAIN;
+    struct chan_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.type = PCONN_CMD_METADATA_REQUEST;
+    rec.p.u32[0] = piece;
+    return send_cmd(p, &rec);
+}
+
+int
+peer_set_torrent(struct peer *p, struct pconn_torrent *tor)
+{
+    if (p->closing)
+        return -ESHUTDOWN;
+    if (!p->handshaked)
+        return -EAGAIN;
+    if (!tor || !tor->info || !p->tor || p->tor->info || p->old_tor ||
+        memcmp(tor->info_hash, p->tor->info_hash, WIRE_HASH_LEN))
+        return -EINVAL;
+    struct chan_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.type = PCONN_CMD_SET_TORRENT;
+    rec.ptr = tor; /* borrowed by the thread: ptr_free stays NULL */
+    int r = send_cmd(p, &rec);
+    if (r < 0)
+        return r;
+    p->old_tor = p->tor;
+    p->tor = pconn_torrent_ref(tor);
+    return 0;
+}
+
+int
+peer_send_pex(struct peer *p, const struct ext_pex_peer *added,
+              size_t n_added, const struct ext_pex_peer *dropped,
+              size_t n_dropped)
+{
+    if (p->closing)
+        return -ESHUTDOWN;
+    if (!p->handshaked)
+        return -EAGAIN;
+    if (n_added > EXT_PEX_SEND_MAX || n_dropped > EXT_PEX_SEND_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n_added; i++)
+        if (added[i].addr_len != 4 && added[i].addr_len != 16)
+            return -EINVAL;
+    for (size_t i = 0; i < n_dropped; i++)
+        if (dropped[i].addr_len != 4 && dropped[i].addr_len != 16)
+            return -EINVAL;
+    struct ext_pex_msg *x = calloc(1, sizeof(*x));
+    size_t n = n_added + n_dropped;
+    if (x)
+        x->peers = calloc(n ? n : 1, sizeof(*x->peers));
+    if (!x || !x->peers) {
+        ext_pex_msg_free(x);
+        return -ENOMEM;
+    }
+    if (n_added)
+        memcpy(x->peers, added, n_added * sizeof(*added));
+    if (n_dropped)
+        memcpy(x->peers + n_added, dropped, n_dropped * sizeof(*dropped));
+    x->n_added = n_added;
+    x->n_dropped = n_dropped;
+    struct chan_rec rec;
+    memset(&rec, 0, sizeof(rec));
+    rec.type = PCONN_CMD_PEX;
+    rec.ptr = x;
+    rec.ptr_free = ext_pex_msg_free;
+    return send_cmd(p, &rec);
 }
 
 /* ---- accessors ------------------------------------------------------- */

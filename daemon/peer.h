@@ -53,6 +53,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "common/ext.h"
 #include "common/wire.h"
 #include "daemon/peerconn.h"
 
@@ -104,6 +105,26 @@ struct peer_callbacks {
     /* The end; see Lifetime.  detail: -errno, an enum wire_error, or 0. */
     void (*on_closed)(void *ud, struct peer *p, enum pconn_reason reason,
                       int detail);
+
+    /* --- BEP 9 (ut_metadata) and BEP 11 (ut_pex); see peerconn.h --- */
+    /* A piece of metadata we asked for (peer_send_metadata_request):
+     * data[0..len) is owned by the callee (free()).  The codec checked
+     * len against piece and total_size; the callee checks total_size
+     * against its assembler's (the peer's handshake metadata_size) and
+     * the whole against the info-hash (struct ext_metadata). */
+    void (*on_metadata_data)(void *ud, struct peer *p, uint32_t piece,
+                             uint32_t total_size, uint8_t *data,
+                             uint32_t len);
+    /* The peer refused a piece we asked for (or cannot be asked: no
+     * ut_metadata id in its handshake, too many in flight). */
+    void (*on_metadata_reject)(void *ud, struct peer *p, uint32_t piece);
+    /* A ut_pex message (never for a private torrent): peers added (with
+     * their enum ext_pex_flags) and dropped, borrowed for the call, at
+     * most EXT_PEX_ACCEPT_MAX each, ports never 0.  The thread takes at
+     * most one message per PCONN_PEX_RX_MIN_MS. */
+    void (*on_pex)(void *ud, struct peer *p, const struct ext_pex_peer *added,
+                   size_t n_added, const struct ext_pex_peer *dropped,
+                   size_t n_dropped);
 };
 
 /* A table of at most max_peers connections on loop.  cfg is copied
@@ -165,6 +186,32 @@ int peer_request(struct peer *p, const struct wire_block *b, size_t n);
 int peer_cancel(struct peer *p, const struct wire_block *b, size_t n);
 /* Refuse requests of the peer that are queued (a reject if fast). */
 int peer_reject(struct peer *p, const struct wire_block *b, size_t n);
+
+/* BEP 9: ask for one piece of the metadata.  Send it only to a peer whose
+ * extension handshake had a ut_metadata id (on_ext_handshake); it ends in
+ * exactly one on_metadata_data or on_metadata_reject, or on_closed.  The
+ * thread answers the peer's requests itself (peerconn.h). */
+int peer_send_metadata_request(struct peer *p, uint32_t piece);
+/* BEP 11: announce peers (copied; at most EXT_PEX_SEND_MAX each, addr_len
+ * 4 or 16, else -EINVAL).  The caller keeps the rate (one message a
+ * minute: struct ext_pex_state makes the lists); dropped by the thread if
+ * the peer has no ut_pex id or the torrent is private. */
+int peer_send_pex(struct peer *p, const struct ext_pex_peer *added,
+                  size_t n_added, const struct ext_pex_peer *dropped,
+                  size_t n_dropped);
+
+/* A magnet's metadata came (on_metadata_data, verified): move p to tor,
+ * a torrent object with metadata and the same info-hash (the peer takes
+ * its own reference and keeps the old one until it is freed: its thread
+ * may still read it).  The thread then checks the peer's haves and our
+ * requests against the real piece count, re-sends its extension
+ * handshake with metadata_size (so the peer may fetch from us too) and
+ * has announced nothing: announce pieces with peer_send_have() (sent as
+ * haves), not peer_send_bitfield().  The peer's bitfield, taken while
+ * the piece count was unknown, is the engine's to check (length, spare
+ * bits).  Returns 0, -EINVAL (p's torrent has metadata, tor has none or
+ * another info-hash), or as the other commands. */
+int peer_set_torrent(struct peer *p, struct pconn_torrent *tor);
 
 /* Close the connection.  No callback but on_closed comes after this (at a
  * later safe point).  Calling it again, or for a peer already closing, is

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/buf.h"
+#include "common/ext.h"
 #include "common/log.h"
 #include "common/metainfo.h"
 #include "daemon/rate.h"
@@ -58,6 +59,26 @@ pconn_torrent_new(struct pconn_torrent **ret, const struct meta_info *info,
     t->release = release;
     t->release_arg = release_arg;
     *ret = t;
+    return 0;
+}
+
+int
+pconn_torrent_new_magnet(struct pconn_torrent **ret,
+                         const uint8_t info_hash[WIRE_HASH_LEN],
+                         struct rate_bucket *up, struct rate_bucket *down,
+                         void (*release)(struct pconn_torrent *, void *),
+                         void *release_arg)
+{
+    struct pconn_torrent *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    atomic_init(&t->refs, 1);
+    memcpy(t->info_hash, info_hash, WIRE_HASH_LEN);
+    t->up = up;
+    t->down = down;
+    t->release = release;
+    t->release_arg = release_arg;
+    *ret = t; /* info, storage NULL; wt zero: piece count unknown */
     return 0;
 }
 
@@ -245,6 +266,15 @@ struct pc {
     int64_t last_recv_ms;
     int64_t last_send_ms;
     int64_t rate_until_ms;            /* rate wait: retry at */
+
+    /* BEP 9 / BEP 11 */
+    uint8_t peer_md_id;               /* the peer's ut_metadata id; 0: no */
+    uint8_t peer_pex_id;              /* the peer's ut_pex id; 0: no */
+    uint32_t md_asked;                /* our metadata requests in flight */
+    int64_t md_tat_ms;                /* serving cap (GCRA): the
+                                       * theoretical arrival time */
+    int64_t pex_rx_ms;                /* when the last ut_pex was taken */
+    bool pex_rx_any;
 };
 
 static int64_t
@@ -475,12 +505,29 @@ out_block(struct pc *pc, enum wire_type t, const struct wire_block *b)
         out_append(pc, m, (size_t)n);
 }
 
+/* BEP 27: no peer exchange and no DHT for a private torrent. */
+static bool
+pc_private(const struct pc *pc)
+{
+    return pc->tor && pc->tor->info && pc->tor->info->private_torrent;
+}
+
+/* The features we offer on this connection. */
+static unsigned
+pc_features(const struct pc *pc)
+{
+    unsigned f = pc->cfg->features;
+    if (pc_private(pc))
+        f &= ~(unsigned)WIRE_F_DHT;
+    return f;
+}
+
 static void
 out_handshake(struct pc *pc)
 {
     struct wire_handshake h;
     memset(&h, 0, sizeof(h));
-    wire_reserved_set(h.reserved, pc->cfg->features);
+    wire_reserved_set(h.reserved, pc_features(pc));
     memcpy(h.info_hash, pc->tor->info_hash, WIRE_HASH_LEN);
     memcpy(h.peer_id, pc->cfg->peer_id, WIRE_PEER_ID_LEN);
     uint8_t m[WIRE_HANDSHAKE_LEN];
@@ -489,11 +536,26 @@ out_handshake(struct pc *pc)
         out_append(pc, m, (size_t)n);
 }
 
+/* The metadata we can serve (0: none). */
+static uint32_t
+pc_md_size(const struct pc *pc)
+{
+    const struct meta_info *mi = pc->tor ? pc->tor->info : NULL;
+    if (!mi || !mi->info_raw || mi->info_len == 0 ||
+        mi->info_len > EXT_METADATA_MAX)
+        return 0;
+    return (uint32_t)mi->info_len;
+}
+
 static void
 out_ext_handshake(struct pc *pc)
 {
     struct wire_ext_handshake h;
     memset(&h, 0, sizeof(h));
+    h.ut_metadata = PCONN_EXT_UT_METADATA;
+    if (!pc_private(pc))
+        h.ut_pex = PCONN_EXT_UT_PEX;
+    h.metadata_size = pc_md_size(pc);
     h.port = pc->cfg->listen_port;
     h.reqq = cfg_ms(pc->cfg->reqq, PCONN_REQQ_DEFAULT);
     snprintf(h.client, sizeof(h.client), "torrentd %s", TD_VERSION);
@@ -701,8 +763,8 @@ cmd_bitfield(struct pc *pc, struct chan_rec *rec)
     if (pc->bitfield_sent)
         return; /* a second one only updates what we serve */
     pc->bitfield_sent = true;
-    if (pc->features & WIRE_F_FAST && set == count)
-        out_simple(pc, WIRE_HAVE_ALL);
+    if (pc->features & WIRE_F_FAST && set == count && count > 0)
+        out_simple(pc, WIRE_HAVE_ALL); /* count 0: a magnet, have none */
     else if (pc->features & WIRE_F_FAST && set == 0)
         out_simple(pc, WIRE_HAVE_NONE);
     else if (set > 0) {
@@ -770,6 +832,9 @@ cmd_reject(struct pc *pc, const struct wire_block *b, size_t n)
 }
 
 static void handle_input(struct pc *pc);
+static void cmd_set_torrent(struct pc *pc, struct pconn_torrent *t);
+static void cmd_metadata_request(struct pc *pc, uint32_t piece);
+static void cmd_pex(struct pc *pc, const struct ext_pex_msg *x);
 
 static void
 handle_command(struct pc *pc, struct chan_rec *rec)
@@ -847,6 +912,16 @@ handle_command(struct pc *pc, struct chan_rec *rec)
         break;
     case PCONN_CMD_REJECT:
         cmd_reject(pc, pconn_rec_blocks(rec), rec->count);
+        break;
+    case PCONN_CMD_METADATA_REQUEST:
+        cmd_metadata_request(pc, rec->p.u32[0]);
+        break;
+    case PCONN_CMD_PEX:
+        cmd_pex(pc, rec->ptr);
+        break;
+    case PCONN_CMD_SET_TORRENT:
+        cmd_set_torrent(pc, rec->ptr);
+        rec->ptr = NULL; /* borrowed, not freed */
         break;
     default:
         log_err("peer/%u: unknown command %u, ignoring", pc->slot, rec->type);
@@ -941,6 +1016,191 @@ static void
 protocol_error(struct pc *pc, int detail)
 {
     pc_fail(pc, PCONN_R_PROTOCOL, detail);
+}
+
+/* ---- BEP 9, BEP 11 ---------------------------------------------------- */
+
+static void
+ev_md_reject(struct pc *pc, uint32_t piece)
+{
+    struct chan_rec *rec = ev_single(pc, PCONN_EV_METADATA_REJECT);
+    rec->p.u32[0] = piece;
+}
+
+static void
+out_md(struct pc *pc, enum ext_md_type type, uint32_t piece)
+{
+    int r;
+    uint32_t size = pc_md_size(pc);
+    if (type == EXT_MD_DATA) {
+        const uint8_t *raw = pc->tor->info->info_raw;
+        r = ext_metadata_put(&pc->out, pc->peer_md_id, type, piece, size,
+                             raw + (size_t)piece * EXT_METADATA_PIECE,
+                             ext_metadata_piece_len(size, piece));
+    } else {
+        r = ext_metadata_put(&pc->out, pc->peer_md_id, type, piece, 0, NULL,
+                             0);
+    }
+    if (r < 0)
+        pc_fail(pc, r == -ENOMEM ? PCONN_R_NOMEM : PCONN_R_IO, r);
+}
+
+/* May we serve one more metadata piece now?  A GCRA: PCONN_MD_PER_S a
+ * second with bursts of PCONN_MD_BURST. */
+static bool
+md_serve_ok(struct pc *pc)
+{
+    const int64_t t = 1000 / PCONN_MD_PER_S;
+    int64_t tat = pc->md_tat_ms > pc->now_ms ? pc->md_tat_ms : pc->now_ms;
+    if (tat - pc->now_ms > (int64_t)(PCONN_MD_BURST - 1) * t)
+        return false;
+    pc->md_tat_ms = tat + t;
+    return true;
+}
+
+/* A ut_metadata message from the peer.  Bad ones are ignored (BEP 9:
+ * unknown types must be): the connection is still good for data. */
+static void
+on_ut_metadata(struct pc *pc, const struct wire_msg *m)
+{
+    /* Before our extension handshake the peer cannot know our id: and an
+     * answer now would go out before our bitfield. */
+    if (!pc->bitfield_sent)
+        return;
+    struct ext_metadata_msg mm;
+    size_t off = 0;
+    int r = ext_metadata_parse(&mm, m->data, m->data_len, 0, &off);
+    if (r < 0) {
+        log_debug("peer/%u: ut_metadata: %s at offset %zu, ignoring",
+                  pc->slot, ext_strerror(r), off);
+        return;
+    }
+    uint32_t size = pc_md_size(pc);
+    switch (mm.type) {
+    case EXT_MD_REQUEST:
+        if (pc->peer_md_id == 0)
+            return; /* it cannot hear our answer */
+        if (size && mm.piece < ext_metadata_piece_count(size) &&
+            pc->out.len < PCONN_OUT_MAX / 2 && md_serve_ok(pc))
+            out_md(pc, EXT_MD_DATA, mm.piece);
+        else
+            out_md(pc, EXT_MD_REJECT, mm.piece);
+        break;
+    case EXT_MD_DATA: {
+        if (pc->md_asked == 0)
+            return; /* nobody asked */
+        pc->md_asked--;
+        uint8_t *d = malloc(mm.data_len);
+        if (!d) {
+            pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+            return;
+        }
+        memcpy(d, mm.data, mm.data_len);
+        struct chan_rec *rec = ev_single(pc, PCONN_EV_METADATA);
+        rec->ptr = d;
+        rec->ptr_free = free;
+        rec->p.u32[0] = mm.piece;
+        rec->p.u32[1] = mm.total_size;
+        rec->p.u32[2] = mm.data_len;
+        break;
+    }
+    case EXT_MD_REJECT:
+        if (pc->md_asked == 0)
+            return;
+        pc->md_asked--;
+        ev_md_reject(pc, mm.piece);
+        break;
+    default:
+        break;
+    }
+}
+
+static void
+on_ut_pex(struct pc *pc, const struct wire_msg *m)
+{
+    if (pc_private(pc) || !pc->bitfield_sent)
+        return; /* BEP 27, or before we offered it */
+    if (pc->pex_rx_any && pc->now_ms - pc->pex_rx_ms < PCONN_PEX_RX_MIN_MS) {
+        log_debug("peer/%u: ut_pex too soon, ignoring", pc->slot);
+        return;
+    }
+    struct ext_pex_msg *x = malloc(sizeof(*x));
+    if (!x) {
+        pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+        return;
+    }
+    size_t off = 0;
+    int r = ext_pex_parse(x, m->data, m->data_len, &off);
+    if (r < 0) {
+        free(x);
+        log_debug("peer/%u: ut_pex: %s at offset %zu, ignoring", pc->slot,
+                  ext_strerror(r), off);
+        if (r == EXT_E_NOMEM)
+            pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+        return;
+    }
+    pc->pex_rx_any = true;
+    pc->pex_rx_ms = pc->now_ms;
+    if (x->n_added + x->n_dropped == 0) {
+        ext_pex_msg_free(x);
+        return;
+    }
+    struct chan_rec *rec = ev_single(pc, PCONN_EV_PEX);
+    rec->ptr = x;
+    rec->ptr_free = ext_pex_msg_free;
+}
+
+static void
+cmd_metadata_request(struct pc *pc, uint32_t piece)
+{
+    if (pc->peer_md_id == 0 || pc->md_asked >= PCONN_MD_ASKED ||
+        piece >= EXT_METADATA_PIECES_MAX) {
+        ev_md_reject(pc, piece); /* every request gets its answer */
+        return;
+    }
+    out_md(pc, EXT_MD_REQUEST, piece);
+    pc->md_asked++;
+}
+
+/* A magnet's metadata came: the same info-hash, now with pieces.  Our
+ * requests were all dropped (piece count 0) and the peer's rejected, so
+ * no queue refers to the old torrent. */
+static void
+cmd_set_torrent(struct pc *pc, struct pconn_torrent *t)
+{
+    if (!t || !t->info || pc->tor->info || pc->outq.n || pc->inq.n ||
+        memcmp(t->info_hash, pc->tor->info_hash, WIRE_HASH_LEN) ||
+        wire_decoder_set_torrent(&pc->dec, &t->wt) < 0) {
+        log_err("peer/%u: bad set-torrent command, ignoring", pc->slot);
+        return;
+    }
+    run_flush(pc); /* nothing (no requests), but never a run across */
+    pc->tor = t;
+    uint32_t nbytes = (t->wt.piece_count + 7) / 8;
+    uint8_t *have = calloc(nbytes ? nbytes : 1, 1);
+    if (!have) {
+        pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+        return;
+    }
+    free(pc->have);
+    pc->have = have; /* nothing announced yet: haves will be */
+    pc->have_bytes = nbytes;
+    /* BEP 10: a later handshake updates; now with metadata_size. */
+    if (pc->bitfield_sent && pc->features & WIRE_F_EXTENDED)
+        out_ext_handshake(pc);
+}
+
+static void
+cmd_pex(struct pc *pc, const struct ext_pex_msg *x)
+{
+    if (!x || pc_private(pc) || pc->peer_pex_id == 0)
+        return;
+    int r = ext_pex_put(&pc->out, pc->peer_pex_id, x->peers, x->n_added,
+                        x->peers + x->n_added, x->n_dropped);
+    if (r == -EINVAL)
+        log_err("peer/%u: bad pex command, ignoring", pc->slot);
+    else if (r < 0)
+        pc_fail(pc, r == -ENOMEM ? PCONN_R_NOMEM : PCONN_R_IO, r);
 }
 
 static void
@@ -1043,8 +1303,18 @@ handle_msg(struct pc *pc, const struct wire_msg *m)
         break;
     }
     case WIRE_EXTENDED: {
-        if (!(pc->features & WIRE_F_EXTENDED) || m->ext_id != 0)
-            break; /* ut_metadata, ut_pex: not yet */
+        if (!(pc->features & WIRE_F_EXTENDED))
+            break;
+        if (m->ext_id == PCONN_EXT_UT_METADATA) {
+            on_ut_metadata(pc, m);
+            break;
+        }
+        if (m->ext_id == PCONN_EXT_UT_PEX) {
+            on_ut_pex(pc, m);
+            break;
+        }
+        if (m->ext_id != 0)
+            break; /* an id we never offered: ignored */
         struct wire_ext_handshake *h = malloc(sizeof(*h));
         if (!h) {
             pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
@@ -1056,6 +1326,11 @@ handle_msg(struct pc *pc, const struct wire_msg *m)
             protocol_error(pc, r);
             break;
         }
+        /* BEP 10: an absent name keeps its id, 0 disables it. */
+        if (h->present & WIRE_EXT_M_METADATA)
+            pc->peer_md_id = h->ut_metadata;
+        if (h->present & WIRE_EXT_M_PEX)
+            pc->peer_pex_id = h->ut_pex;
         struct chan_rec *rec = ev_single(pc, PCONN_EV_EXT_HANDSHAKE);
         rec->ptr = h;
         rec->ptr_free = free;
@@ -1101,7 +1376,7 @@ handle_handshake(struct pc *pc)
         return;
     }
     pc->hs = h;
-    pc->features = pc->cfg->features & wire_reserved_features(h.reserved);
+    pc->features = pc_features(pc) & wire_reserved_features(h.reserved);
     pc->roff = WIRE_HANDSHAKE_LEN;
     pc->state = PC_ACTIVE;
     struct chan_rec *rec = ev_single(pc, PCONN_EV_HANDSHAKE);

@@ -36,6 +36,31 @@
  * PCONN_EV_UPLOADED batches.  While choking, requests are rejected (fast
  * extension) or dropped.
  *
+ * Magnet links: a torrent object from pconn_torrent_new_magnet() has
+ * only the info-hash (no metadata, no storage, piece_count 0): the thread
+ * does the handshakes, sends "have none" (fast) or no bitfield, rejects or
+ * ignores the peer's requests, drops ours (PCONN_EV_DROPPED) and exchanges
+ * ut_metadata and ut_pex messages.
+ *
+ * ut_metadata (BEP 9): with metadata, our extension handshake tells
+ * metadata_size and the thread serves the peer's requests itself from
+ * info->info_raw (rate-capped: PCONN_MD_BURST); without it, it rejects
+ * them.  PCONN_CMD_METADATA_REQUEST asks for a piece; each such command
+ * ends in exactly one PCONN_EV_METADATA or PCONN_EV_METADATA_REJECT (a
+ * reject is made up by the thread if the peer has no ut_metadata id), or
+ * the end of the connection; data and rejects nobody asked for are
+ * ignored.  When the metadata is in, PCONN_CMD_SET_TORRENT moves the
+ * connection to a torrent object with metadata: the thread checks
+ * indices against the real piece count from then on, forgets what it
+ * announced (the reactor announces its pieces with PCONN_CMD_HAVE), and
+ * sends its extension handshake again, now with metadata_size.
+ *
+ * ut_pex (BEP 11): PCONN_EV_PEX for each message taken (at most one per
+ * PCONN_PEX_RX_MIN_MS), PCONN_CMD_PEX to send one (dropped if the peer
+ * has no ut_pex id or the torrent is private).  ut_metadata and ut_pex
+ * messages that come before our extension handshake went out are
+ * ignored: the peer cannot know our ids yet.
+ *
  * Writes: control messages (requests, haves, choke ...) gather in one
  * bounded write queue (PCONN_OUT_MAX) and go out in one send() per
  * wake-up, between blocks, never inside one; a partial write resumes at
@@ -101,6 +126,24 @@ struct storage;
 #define PCONN_UPLOAD_FLUSH_MS 200     /* ... or after this long */
 #define PCONN_RECV_ROUNDS 8           /* recv() calls per wake-up */
 
+/* BEP 9 / BEP 11 (common/ext.h).  Our ids for the extended messages, told
+ * in our extension handshake "m" (the values libtorrent uses); the peer's
+ * ids come from its handshake.  ut_pex is neither offered nor sent, and
+ * what a peer sends is ignored, for a private torrent (BEP 27); nor is
+ * the DHT bit set in its handshake (so no port message either). */
+#define PCONN_EXT_UT_PEX 1
+#define PCONN_EXT_UT_METADATA 3
+/* Metadata requests the thread serves itself (from info_raw), per peer:
+ * a burst of PCONN_MD_BURST pieces, then PCONN_MD_PER_S a second (and
+ * only while the write queue is less than half full); more are
+ * rejected.  At most PCONN_MD_ASKED of our requests in flight. */
+#define PCONN_MD_BURST 16
+#define PCONN_MD_PER_S 32
+#define PCONN_MD_ASKED 256
+/* A ut_pex message that comes sooner than this after the last one taken
+ * is ignored (BEP 11: one a minute; some slack for timer skew). */
+#define PCONN_PEX_RX_MIN_MS 20000
+
 /* Defaults of the timeouts in struct pconn_config (0 takes these). */
 #define PCONN_CONNECT_TIMEOUT_MS 10000
 #define PCONN_HANDSHAKE_TIMEOUT_MS 20000
@@ -154,6 +197,14 @@ int pconn_torrent_new(struct pconn_torrent **ret, const struct meta_info *info,
                       struct rate_bucket *down,
                       void (*release)(struct pconn_torrent *, void *),
                       void *release_arg);
+/* A torrent object for a magnet link: only the info-hash (info and
+ * storage NULL, wt.piece_count 0); buckets and release as above.
+ * Returns 0 or -ENOMEM. */
+int pconn_torrent_new_magnet(struct pconn_torrent **ret,
+                             const uint8_t info_hash[WIRE_HASH_LEN],
+                             struct rate_bucket *up, struct rate_bucket *down,
+                             void (*release)(struct pconn_torrent *, void *),
+                             void *release_arg);
 /* Take a reference; returns t.  Any thread. */
 struct pconn_torrent *pconn_torrent_ref(struct pconn_torrent *t);
 /* Drop a reference (NULL is fine).  Any thread; see above. */
@@ -208,6 +259,12 @@ enum pconn_event {
     PCONN_EV_PORT,            /* p.u16[0]: the peer's DHT port (BEP 5) */
     PCONN_EV_CLOSED,          /* p.u32[0] enum pconn_reason, (int32_t)
                                * p.u32[1] detail; the last record */
+    PCONN_EV_METADATA,        /* ut_metadata data: ptr the piece's bytes
+                               * (owned), p.u32[0] piece, p.u32[1]
+                               * total_size, p.u32[2] bytes */
+    PCONN_EV_METADATA_REJECT, /* p.u32[0] piece */
+    PCONN_EV_PEX,             /* ptr: struct ext_pex_msg (owned; its
+                               * ptr_free is ext_pex_msg_free) */
     PCONN_EV_MAX
 };
 
@@ -226,6 +283,12 @@ enum pconn_command {
     PCONN_CMD_REQUEST,        /* count blocks: see pconn_rec_blocks */
     PCONN_CMD_CANCEL,
     PCONN_CMD_REJECT,         /* the peer's requests we will not serve */
+    PCONN_CMD_METADATA_REQUEST, /* p.u32[0]: a piece of the metadata */
+    PCONN_CMD_PEX,            /* ptr: struct ext_pex_msg (owned) to send */
+    PCONN_CMD_SET_TORRENT,    /* ptr: struct pconn_torrent with metadata,
+                               * borrowed (the peer record holds the
+                               * reference, and the old one's until it is
+                               * freed): a magnet's metadata came */
     PCONN_CMD_MAX
 };
 
