@@ -86,6 +86,9 @@ int ctl_cmd_stats(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_config(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_shutdown(struct ctl_ctx *ctx, int argc, char **argv);
 
+/* dht.c: */
+int ctl_cmd_dht(struct ctl_ctx *ctx, int argc, char **argv);
+
 /* watch.c: */
 int ctl_cmd_watch(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_wait(struct ctl_ctx *ctx, int argc, char **argv);

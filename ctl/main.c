@@ -41,6 +41,8 @@ static const struct ctl_cmd cmd_table[] = {
       "ID... [--for complete|seeding|metadata|removed] [--timeout S]",
       "wait until torrents reach a state" },
     { "shutdown", ctl_cmd_shutdown, "[--wait]", "stop the daemon" },
+    { "dht", ctl_cmd_dht, "[get-peers INFOHASH] [--json]",
+      "show the daemon's DHT node, or look up peers in the DHT" },
     /* .torrent files, without the daemon (create.c, show.c). */
     { "create", ctl_cmd_create,
       "PATH [-o OUT.torrent] [-t URL]... [-w URL]... [--private]\n"

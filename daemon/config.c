@@ -57,6 +57,8 @@ static const struct config_key config_table[] = {
      "take part in the Mainline DHT"},
     {"dht_bootstrap", CONFIG_ADDRLIST, CONFIG_RESTART, OFF(dht_bootstrap), "",
      0, 0, "comma-separated host:port of DHT nodes to start from"},
+    {"lsd", CONFIG_BOOL, CONFIG_RESTART, OFF(lsd), "off", 0, 0,
+     "local service discovery (BEP 14): multicast on the listen interface"},
     {"max_peers", CONFIG_UINT, CONFIG_LIVE, OFF(max_peers), "200", 1, 10000,
      "peer connections in all, one thread each"},
     {"max_peers_per_torrent", CONFIG_UINT, CONFIG_LIVE,
@@ -77,6 +79,15 @@ static const struct config_key config_table[] = {
      "program run (without a shell) when a torrent completes"},
     {"on_complete_timeout", CONFIG_UINT, CONFIG_LIVE, OFF(on_complete_timeout),
      "60", 1, 86400, "seconds before on_complete is killed"},
+    {"tracker_listen", CONFIG_ADDR, CONFIG_RESTART, OFF(tracker_listen), "", 0,
+     0, "numeric address:port of the built-in tracker (HTTP and UDP); "
+        "empty for none"},
+    {"tracker_interval", CONFIG_UINT, CONFIG_LIVE, OFF(tracker_interval),
+     "1800", 5, 86400, "seconds the built-in tracker asks peers to wait"},
+    {"tracker_allowlist", CONFIG_PATH, CONFIG_LIVE, OFF(tracker_allowlist), "",
+     0, 0, "file of hex info-hashes the tracker serves; empty for all"},
+    {"tracker_max_peers", CONFIG_UINT, CONFIG_LIVE, OFF(tracker_max_peers),
+     "100000", 1, 10000000, "peers the built-in tracker keeps, in all"},
     {"log_level", CONFIG_LOGLEVEL, CONFIG_LIVE, OFF(log_level), "info", 0, 0,
      "err, warn, notice, info or debug"},
 };
@@ -474,6 +485,9 @@ key_set(struct config *c, const struct config_key *k, const char *v,
             goto bad;
         return store_string(c, k, v);
     case CONFIG_ADDR:
+        /* A key that is off by default may be turned off again. */
+        if (*v == '\0' && k->def[0] == '\0')
+            return store_string(c, k, v);
         if (check_addr(v, strlen(v), 0, &why) < 0)
             goto bad;
         return store_string(c, k, v);

@@ -27,7 +27,8 @@ enum config_type {
     CONFIG_PATH,     /* char * (owned), absolute or "" */
     CONFIG_BOOL,     /* bool: on/off, yes/no, true/false, 1/0 */
     CONFIG_UINT,     /* uint64_t, bounded by min/max; K/M/G suffixes */
-    CONFIG_ADDR,     /* char *: host:port or [v6]:port */
+    CONFIG_ADDR,     /* char *: host:port or [v6]:port; "" only for a
+                        key whose default is "" (off) */
     CONFIG_ADDRLIST, /* char *: comma-separated host:port, may be "" */
     CONFIG_LOGLEVEL, /* int: enum log_level */
     CONFIG_TYPE_MAX
@@ -46,6 +47,7 @@ struct config {
     char *listen;
     bool dht;
     char *dht_bootstrap;
+    bool lsd;                      /* BEP 14 local service discovery */
     uint64_t max_peers;
     uint64_t max_peers_per_torrent;
     uint64_t max_active_downloads; /* 0 = no limit */
@@ -55,6 +57,10 @@ struct config {
     uint64_t watch_interval;       /* seconds, the polling fallback */
     char *on_complete;             /* "" = none; a program, no shell */
     uint64_t on_complete_timeout;  /* seconds */
+    char *tracker_listen;          /* "" = no built-in tracker */
+    uint64_t tracker_interval;     /* seconds between announces */
+    char *tracker_allowlist;       /* "" = every info-hash */
+    uint64_t tracker_max_peers;    /* peers the tracker keeps, in all */
     int log_level;                 /* enum log_level */
 };
 

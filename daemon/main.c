@@ -39,6 +39,7 @@
 #include "daemon/control.h"
 #include "daemon/notify.h"
 #include "daemon/session.h"
+#include "daemon/trksrv.h"
 
 #define DEFAULT_CONFIG "/etc/torrentd/torrentd.conf"
 
@@ -68,6 +69,7 @@ struct daemon {
     struct session *session; /* owned */
     struct control *control; /* owned */
     struct control *status;  /* owned; NULL when there is none */
+    struct trksrv *trksrv;   /* owned; NULL without tracker_listen */
     char *unlink_control;    /* owned: socket files bound here, */
     char *unlink_status;     /*   removed at exit; NULL if systemd's */
     ev_signal sig_term, sig_int, sig_hup;
@@ -547,6 +549,8 @@ reload(struct daemon *d)
     buf_release(&report);
     /* The effective level: the file's, unless a run-time setting wins. */
     log_set_level((enum log_level)session_config(d->session)->log_level);
+    /* The built-in tracker re-reads its allowlist. */
+    (void)trksrv_reload(d->trksrv);
 done:
     status_fetch(d);
     (void)notify_ready(d->last_status);
@@ -667,7 +671,9 @@ daemon_cleanup(struct daemon *d)
         ev_timer_stop(d->loop, &d->watchdog_timer);
         ev_timer_stop(d->loop, &d->stop_timer);
     }
-    /* The control servers first: they call into the session. */
+    /* The tracker and the control servers first: they use the session. */
+    trksrv_free(d->trksrv);
+    d->trksrv = NULL;
     control_free(d->status);
     d->status = NULL;
     control_free(d->control);
@@ -764,6 +770,11 @@ main(int argc, char **argv)
             goto out;
         }
     }
+
+    /* The built-in tracker (tracker_listen), on the session's settings. */
+    r = trksrv_new(&d.trksrv, d.loop, session_config(d.session));
+    if (r < 0)
+        goto out;
 
     ev_signal_init(&d.sig_term, stop_signal_cb, SIGTERM);
     ev_signal_init(&d.sig_int, stop_signal_cb, SIGINT);

@@ -46,8 +46,11 @@
 #include "common/magnet.h"
 #include "common/metainfo.h"
 #include "daemon/config.h"
+#include "daemon/dhtsvc.h"
+#include "daemon/engine.h"
 #include "daemon/events.h"
 #include "daemon/hook.h"
+#include "daemon/lsd.h"
 #include "daemon/rpc.h"
 #include "daemon/state.h"
 #include "daemon/torrent.h"
@@ -96,6 +99,35 @@ session_find_hash(struct session *s, const uint8_t *hash)
     return NULL;
 }
 
+/* BEP 14 (lsd.c): a torrent that runs and is not private. */
+static bool
+wanted_by_lsd(const struct torrent *t)
+{
+    return (t->state == TORRENT_DOWNLOADING || t->state == TORRENT_SEEDING ||
+            t->state == TORRENT_METADATA) &&
+           !(t->meta && t->meta->private_torrent);
+}
+
+size_t
+session_lsd_hashes(struct session *s, size_t *cursor, size_t budget,
+                   uint8_t (*ret)[20], size_t max, bool *ret_more)
+{
+    size_t n = 0, i = *cursor;
+    for (; i < s->n && budget > 0 && n < max; i++, budget--)
+        if (wanted_by_lsd(s->v[i]))
+            memcpy(ret[n++], s->v[i]->info_hash, 20);
+    *cursor = i;
+    *ret_more = i < s->n;
+    return n;
+}
+
+bool
+session_lsd_wants(struct session *s, const uint8_t *hash)
+{
+    struct torrent *t = session_find_hash(s, hash);
+    return t && wanted_by_lsd(t);
+}
+
 int
 session_list_insert(struct session *s, struct torrent *t)
 {
@@ -130,6 +162,7 @@ session_list_remove(struct session *s, struct torrent *t)
         }
     }
     t->removed = true;
+    engine_torrent_removed(s->engine, t);
     if (t->jobs == 0)
         torrent_free(t);
 }
@@ -179,16 +212,16 @@ session_set_state(struct session *s, struct torrent *t, enum torrent_state st)
                 json_object_new_string(t->error ? t->error : "error"));
         session_publish_torrent(s, "torrent.error", t, x);
     }
+    engine_torrent_state(s->engine, t);
     if (old == TORRENT_DOWNLOADING || old == TORRENT_QUEUED)
         session_queue_pass(s);
     session_status_changed(s);
 }
 
-static void set_error(struct session *s, struct torrent *t, const char *fmt,
-                      ...) __attribute__((format(printf, 3, 4)));
+#define set_error session_set_error
 
-static void
-set_error(struct session *s, struct torrent *t, const char *fmt, ...)
+void
+session_set_error(struct session *s, struct torrent *t, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -317,6 +350,8 @@ session_io_job_free(struct io_job *j)
 {
     for (size_t i = 0; i < j->n_ops; i++) {
         free(j->ops[i].data);
+        if (j->ops[i].fn_free)
+            j->ops[i].fn_free(j->ops[i].fn_arg);
     }
     free(j->dir);
     free(j->data_dir);
@@ -423,6 +458,9 @@ io_run(void *arg)
                              j->meta->name, j->data_dir, strerror(-e));
             }
             break;
+        case IO_CALL:
+            r = op->fn(op->fn_arg);
+            break;
         case IO_STAT:
             if (j->meta && j->data_dir) {
                 struct verify_job *v =
@@ -437,7 +475,10 @@ io_run(void *arg)
         }
         if (r < 0)
             snprintf(j->failed, sizeof(j->failed), "%s '%s'",
-                     op->type == IO_WRITE ? "write" : "remove", op->name);
+                     op->type == IO_WRITE  ? "write"
+                     : op->type == IO_CALL ? "flush the data of"
+                                           : "remove",
+                     op->name);
     }
     return r;
 }
@@ -1166,6 +1207,18 @@ session_new(struct session **ret, struct ev_loop *loop, struct config *cfg,
         log_err_errno(r, "cannot start worker threads");
         goto fail;
     }
+    /* The DHT before the engine, so that torrents find it; a DHT that
+     * cannot start (its port taken) does not stop the daemon. */
+    if (s->cfg.dht && dhtsvc_new(&s->dht, loop, &s->cfg, s->io) < 0)
+        log_warn("going on without the DHT");
+    /* Local service discovery (BEP 14), off by default; like the DHT, a
+     * failure to start does not stop the daemon. */
+    if (s->cfg.lsd && lsd_new(&s->lsd, s) < 0)
+        log_warn("going on without local service discovery");
+    if ((r = engine_ctx_new(&s->engine, s)) < 0) {
+        log_err_errno(r, "cannot start the engine");
+        goto fail;
+    }
     write_session_record(s, false);
 
     s->restoring = true;
@@ -1182,6 +1235,8 @@ session_new(struct session **ret, struct ev_loop *loop, struct config *cfg,
         session_save_resume(s, t);
     }
     s->restoring = false;
+    for (size_t i = 0; i < s->n; i++)
+        engine_torrent_state(s->engine, s->v[i]);
     session_queue_pass(s);
     watch_start(s);
     *ret = s;
@@ -1242,12 +1297,16 @@ session_stop(struct session *s, void (*done)(void *arg), void *arg)
                                json_object_new_string("session.shutdown"));
         events_publish(s->events, o);
     }
+    /* Verified pieces first: flushed, then recorded, before the final
+     * resume records below (the io worker keeps the order). */
+    engine_ctx_stop(s->engine);
     for (size_t i = 0; i < s->n; i++) {
         struct torrent *t = s->v[i];
         if (t->check)
             verify_cancel(t->check);
         session_save_resume(s, t);
     }
+    dhtsvc_stop(s->dht); /* its state file, before the final barrier */
     write_session_record(s, true);
     struct io_job *j = session_io_job_new(s, NULL, NULL);
     if (!j) {
@@ -1276,12 +1335,19 @@ session_free(struct session *s)
     for (size_t i = 0; i < s->n; i++)
         if (s->v[i]->check)
             verify_cancel(s->v[i]->check);
+    dhtsvc_free(s->dht); /* before the engine: its lookups end here */
+    s->dht = NULL;
+    lsd_free(s->lsd); /* before the events it subscribes to */
+    s->lsd = NULL;
+    engine_ctx_quiesce(s->engine); /* hash jobs end before the io worker */
     worker_free(s->cpu);
     s->cpu = NULL;
     worker_free(s->parse);
     s->parse = NULL;
     worker_free(s->io);
     s->io = NULL;
+    engine_ctx_free(s->engine); /* peers end before their torrents */
+    s->engine = NULL;
     hooks_free(s->progs);
     for (size_t i = 0; i < s->n; i++)
         torrent_free(s->v[i]);
@@ -1329,6 +1395,9 @@ session_apply_live(struct session *s, const struct config *old)
             watch = true;
         if (strcmp(k->name, "max_active_downloads") == 0)
             session_queue_pass(s);
+        if (strcmp(k->name, "download_rate_limit") == 0 ||
+            strcmp(k->name, "upload_rate_limit") == 0)
+            engine_ctx_config_changed(s->engine);
     }
     if (watch && !s->stopping) {
         watch_stop(s);
@@ -1413,8 +1482,10 @@ session_status_line(struct session *s, struct buf *out)
                          torrent_state_name((enum torrent_state)st));
         first = false;
     }
-    /* No engine moves data yet: the rates are 0. */
-    (void)buf_puts(out, "; down 0 B/s, up 0 B/s");
+    uint64_t down = 0, up = 0;
+    engine_ctx_rates(s->engine, &down, &up);
+    (void)buf_printf(out, "; down %" PRIu64 " B/s, up %" PRIu64 " B/s", down,
+                     up);
 }
 
 static void

@@ -17,7 +17,10 @@
 #include "daemon/state.h"
 #include "daemon/torrent.h"
 
+struct dhtsvc;
+struct engine_ctx;
 struct json_object;
+struct lsd;
 struct meta_info;
 struct rpc_call;
 
@@ -54,6 +57,9 @@ struct session {
     ev_timer stop_timer;
 
     struct watch *watch; /* owned, or NULL */
+    struct engine_ctx *engine; /* owned: peers, trackers, hashing */
+    struct dhtsvc *dht; /* owned; NULL when dht = off or not started */
+    struct lsd *lsd;    /* owned; NULL when lsd = off or not started */
 };
 
 enum io_op_type {
@@ -61,6 +67,7 @@ enum io_op_type {
     IO_UNLINK,      /* state dir: name */
     IO_DELETE_DATA, /* the torrent's files under data_dir */
     IO_STAT,        /* any_data: does some file of meta exist? */
+    IO_CALL,        /* fn(fn_arg) on the worker (the engine's flush) */
 };
 
 struct io_op {
@@ -68,6 +75,9 @@ struct io_op {
     char name[96];
     char *data; /* owned */
     size_t len;
+    int (*fn)(void *arg);       /* IO_CALL: returns 0 or -errno */
+    void *fn_arg;               /* owned: freed by fn_free with the job */
+    void (*fn_free)(void *arg); /* may be NULL */
 };
 
 struct io_job;
@@ -134,6 +144,9 @@ void session_save_and_reply(struct session *s, struct torrent *t,
 void session_save_resume(struct session *s, struct torrent *t);
 void session_set_state(struct session *s, struct torrent *t,
                        enum torrent_state st);
+/* Put t in state error with the message (logged once). */
+void session_set_error(struct session *s, struct torrent *t, const char *fmt,
+                       ...) __attribute__((format(printf, 3, 4)));
 void session_settle(struct session *s, struct torrent *t);
 void session_start_check(struct session *s, struct torrent *t);
 void session_status_changed(struct session *s);
@@ -145,5 +158,25 @@ void session_torrent_unref(struct torrent *t);
 /* watch_add_t for the watch directory (watch.h). */
 void session_watch_add(void *arg, struct meta_info *meta, uint8_t *raw,
                        size_t len, const char *path, void *token);
+
+/* --- dht_rpc.c: dht.status, dht.get_peers, dht.announce --- */
+void session_m_dht_status(struct session *s, struct rpc_call *call,
+                          struct json_object *params);
+void session_m_dht_get_peers(struct session *s, struct rpc_call *call,
+                             struct json_object *params);
+void session_m_dht_announce(struct session *s, struct rpc_call *call,
+                            struct json_object *params);
+
+/* --- session.c, for lsd.c (BEP 14) ---
+ * session_lsd_hashes(): from torrent index *cursor on, look at up to
+ * budget torrents and write to ret (at most max) the info-hashes of those
+ * that run (downloading, seeding, fetching metadata) and are not private
+ * (BEP 27); advances *cursor and sets *ret_more to false at the end of
+ * the list.  Returns how many it wrote.  (The list may change between
+ * calls: a torrent may then be skipped or seen twice in a round.)
+ * session_lsd_wants(): is hash such a torrent? */
+size_t session_lsd_hashes(struct session *s, size_t *cursor, size_t budget,
+                          uint8_t (*ret)[20], size_t max, bool *ret_more);
+bool session_lsd_wants(struct session *s, const uint8_t *hash);
 
 #endif

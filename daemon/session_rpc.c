@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,11 @@
 #include "common/log.h"
 #include "common/magnet.h"
 #include "common/metainfo.h"
+#include "daemon/engine.h"
 #include "daemon/events.h"
 #include "daemon/hook.h"
+#include "daemon/listen.h"
+#include "daemon/lsd.h"
 #include "daemon/rpc.h"
 #include "daemon/verify.h"
 #include "daemon/watch.h"
@@ -639,6 +643,7 @@ static const char *const torrent_fields[] = {
     "download_limit",
     "upload_limit",
     "ratio_limit",
+    "sequential",
     NULL,
 };
 
@@ -966,6 +971,9 @@ m_torrent_set(struct session *s, struct rpc_call *call,
     struct json_object *v;
     uint64_t dl = t->download_limit, ul = t->upload_limit;
     int64_t ratio = t->ratio_limit;
+    bool sequential = t->sequential;
+    if (!param_bool(call, params, "sequential", &sequential))
+        return;
     const char *dir = NULL;
     uint8_t *prio = NULL;
     size_t nf = torrent_n_files(t);
@@ -1098,6 +1106,7 @@ m_torrent_set(struct session *s, struct rpc_call *call,
     t->download_limit = dl;
     t->upload_limit = ul;
     t->ratio_limit = ratio;
+    t->sequential = sequential;
     if (prio) {
         free(t->priority);
         t->priority = prio;
@@ -1111,6 +1120,7 @@ m_torrent_set(struct session *s, struct rpc_call *call,
                 session_set_state(s, t, TORRENT_DOWNLOADING);
         }
     }
+    engine_torrent_settings(s->engine, t);
     log_change(call, t, "changed settings of");
     session_save_and_reply(s, t, call, session_torrent_json(t));
 }
@@ -1170,12 +1180,59 @@ m_torrent_peers(struct session *s, struct rpc_call *call,
     struct torrent *t = param_torrent(s, call, params);
     if (!t)
         return;
-    /* No engine yet: no peer is ever connected. */
     struct json_object *res = json_object_new_object();
     if (res) {
         json_object_object_add(res, "info_hash",
                                json_object_new_string(t->hex));
-        json_object_object_add(res, "peers", json_object_new_array());
+        json_object_object_add(res, "peers",
+                               engine_peers_json(s->engine, t));
+    }
+    rpc_call_reply(call, res);
+}
+
+/* torrent.add_peer {torrent, address "ip:port"}: connect to a peer now
+ * (libtorrent's connect_peer, qBittorrent's "Add peers"). */
+static void
+m_torrent_add_peer(struct session *s, struct rpc_call *call,
+                   struct json_object *params)
+{
+    if (refuse_if_stopping(s, call))
+        return;
+    struct torrent *t = param_torrent(s, call, params);
+    if (!t)
+        return;
+    struct json_object *v = param(params, "address");
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (!v || !json_object_is_type(v, json_type_string) ||
+        listen_parse_addr(json_object_get_string(v), &ss, &len) < 0 ||
+        (ss.ss_family == AF_INET
+             ? ((struct sockaddr_in *)&ss)->sin_port == 0
+             : ((struct sockaddr_in6 *)&ss)->sin6_port == 0)) {
+        rpc_call_fail(call, RPC_INVALID_PARAMS, NULL,
+                      "'address' must be a numeric \"ip:port\" or "
+                      "\"[ipv6]:port\"");
+        return;
+    }
+    if (!t->meta) {
+        rpc_call_fail(call, RPC_E_INVALID_STATE, NULL,
+                      "torrent %" PRIu32 " has no metadata yet", t->id);
+        return;
+    }
+    int r = engine_add_peer(s->engine, t, (struct sockaddr *)&ss, len);
+    if (r < 0 && r != -EEXIST) {
+        rpc_call_fail(call, RPC_INTERNAL_ERROR, NULL, "cannot add the peer: %s",
+                      strerror(-r));
+        return;
+    }
+    struct json_object *res = json_object_new_object();
+    if (res) {
+        json_object_object_add(res, "info_hash",
+                               json_object_new_string(t->hex));
+        const char *addr = json_object_get_string(v);
+        const char *status = r == -EEXIST ? "connected" : "added";
+        json_object_object_add(res, "address", json_object_new_string(addr));
+        json_object_object_add(res, "status", json_object_new_string(status));
     }
     rpc_call_reply(call, res);
 }
@@ -1212,7 +1269,11 @@ m_torrent_trackers(struct session *s, struct rpc_call *call,
         rpc_call_fail(call, RPC_INTERNAL_ERROR, NULL, "out of memory");
         return;
     }
-    if (t->meta) {
+    struct json_object *live = engine_trackers_json(s->engine, t);
+    if (live) {
+        json_object_put(arr);
+        arr = live;
+    } else if (t->meta) {
         for (size_t i = 0; i < t->meta->n_tiers; i++)
             for (size_t k = 0; k < t->meta->tiers[i].n_urls; k++)
                 tracker_add(arr, i, t->meta->tiers[i].urls[k]);
@@ -1545,9 +1606,15 @@ m_session_stats(struct session *s, struct rpc_call *call,
     json_object_object_add(res, "downloaded_bytes",
                            json_object_new_uint64(down));
     json_object_object_add(res, "uploaded_bytes", json_object_new_uint64(up));
-    json_object_object_add(res, "download_rate", json_object_new_int64(0));
-    json_object_object_add(res, "upload_rate", json_object_new_int64(0));
-    json_object_object_add(res, "peers_connected", json_object_new_int64(0));
+    uint64_t drate = 0, urate = 0, npeers = 0;
+    engine_ctx_rates(s->engine, &drate, &urate);
+    for (size_t i = 0; i < s->n; i++)
+        npeers += s->v[i]->peers_connected;
+    json_object_object_add(res, "download_rate",
+                           json_object_new_uint64(drate));
+    json_object_object_add(res, "upload_rate", json_object_new_uint64(urate));
+    json_object_object_add(res, "peers_connected",
+                           json_object_new_uint64(npeers));
     json_object_object_add(res, "started_at",
                            json_object_new_int64(s->started_at));
     json_object_object_add(res, "uptime_s",
@@ -1587,10 +1654,15 @@ static const struct rpc_method methods[] = {
     {"torrent.files", m_torrent_files, false},
     {"torrent.peers", m_torrent_peers, false},
     {"torrent.trackers", m_torrent_trackers, false},
+    {"torrent.add_peer", m_torrent_add_peer, true},
     {"session.get", m_session_get, false},
     {"session.set", m_session_set, true},
     {"session.stats", m_session_stats, false},
     {"daemon.shutdown", m_daemon_shutdown, true},
+    {"dht.status", session_m_dht_status, false},
+    {"dht.get_peers", session_m_dht_get_peers, true},
+    {"dht.announce", session_m_dht_announce, true},
+    {"lsd.status", lsd_m_status, false},
 };
 
 const struct rpc_method *

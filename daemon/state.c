@@ -119,6 +119,8 @@ state_resume_encode(const struct state_resume *r, struct buf *out)
                        r->priority ? (const void *)r->priority : "",
                        r->n_priority)) < 0 ||
         (e = put_int(out, "ratio_limit", r->ratio_limit)) < 0 ||
+        /* Optional: written only when set, so older records stay. */
+        (r->sequential && (e = put_int(out, "sequential", 1)) < 0) ||
         (e = put_int(out, "upload_limit", (int64_t)r->upload_limit)) < 0 ||
         (e = put_int(out, "uploaded", (int64_t)r->uploaded)) < 0 ||
         (e = put_int(out, "version", STATE_RESUME_VERSION)) < 0 ||
@@ -236,6 +238,11 @@ state_resume_decode(struct state_resume *ret, const void *buf, size_t len,
     r.upload_limit = (uint64_t)v;
     if ((e = get_int(&rd, "ratio_limit", -1, INT32_MAX, &r.ratio_limit)) < 0)
         goto out;
+    if (benc_dict_get(&doc, 0, "sequential") != BENC_NONE) {
+        if ((e = get_int(&rd, "sequential", 0, 1, &v)) < 0)
+            goto out;
+        r.sequential = v != 0;
+    }
 
     /* download_dir: absolute, no NUL. */
     if ((e = get_str(&rd, "download_dir", 4096, false, &p, &n)) < 0)

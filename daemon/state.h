@@ -12,6 +12,7 @@
  *   <infohash>.resume    struct state_resume, bencoded
  *   settings             run-time settings (session.set): "key = value"
  *   session              struct state_session, bencoded
+ *   dht                  the DHT node id and good nodes (dhtsvc.h)
  *   *.corrupt-<time>     files that could not be read, set aside
  *   *.tmp                a write that was interrupted (removed at start)
  *
@@ -20,7 +21,8 @@
  *   downloaded i  error s (optional)  have s (bitfield)  id i  paused i
  *   pieces i (bits in have)  priority s (a byte per file: 0 skip, 1 low,
  *   2 normal, 3 high; empty = all normal)  ratio_limit i (thousandths,
- *   -1 = the session's)  upload_limit i  uploaded i  version i (1)
+ *   -1 = the session's)  sequential i (optional: 1 = pieces in order)
+ *   upload_limit i  uploaded i  version i (1)
  * Unknown keys are ignored (a newer torrentd may add some); a missing or
  * mistyped known key makes the record corrupt.
  */
@@ -77,6 +79,7 @@ struct state_resume {
     uint64_t download_limit; /* bytes/s, 0 = none */
     uint64_t upload_limit;
     int64_t ratio_limit; /* thousandths; -1 = the session's */
+    bool sequential;     /* optional key, 1 when set */
     uint8_t *have;       /* owned bitfield, (pieces + 7) / 8 bytes */
     uint32_t pieces;     /* bits in have; 0 = nothing verified */
     uint8_t *priority;   /* owned, enum state_prio per file */

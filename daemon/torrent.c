@@ -216,6 +216,7 @@ torrent_apply_resume(struct torrent *t, const struct state_resume *r)
     t->download_limit = r->download_limit;
     t->upload_limit = r->upload_limit;
     t->ratio_limit = r->ratio_limit;
+    t->sequential = r->sequential;
     if (!t->meta)
         return 0;
 
@@ -259,6 +260,7 @@ torrent_to_resume(const struct torrent *t, struct state_resume *r)
     r->download_limit = t->download_limit;
     r->upload_limit = t->upload_limit;
     r->ratio_limit = t->ratio_limit;
+    r->sequential = t->sequential;
     r->have = t->have;
     r->pieces = t->have ? t->n_pieces : 0;
     r->priority = t->priority;
@@ -304,10 +306,16 @@ torrent_to_json(const struct torrent *t)
     r |= add(o, "downloaded_bytes", json_object_new_uint64(t->downloaded));
     r |= add(o, "uploaded_bytes", json_object_new_uint64(t->uploaded));
     /* Nothing moves data yet (no engine): the rates are truly 0. */
-    r |= add(o, "download_rate", json_object_new_int64(0));
-    r |= add(o, "upload_rate", json_object_new_int64(0));
-    r |= add(o, "peers_connected", json_object_new_int64(0));
-    r |= add(o, "eta_s", NULL); /* unknown without a rate */
+    r |= add(o, "download_rate", json_object_new_uint64(t->down_rate));
+    r |= add(o, "upload_rate", json_object_new_uint64(t->up_rate));
+    r |= add(o, "peers_connected", json_object_new_int64(t->peers_connected));
+    r |= add(o, "sequential", json_object_new_boolean(t->sequential));
+    r |= add(o, "eta_s",
+             t->down_rate && t->size_wanted > t->have_wanted
+                 ? json_object_new_int64((int64_t)((t->size_wanted -
+                                                    t->have_wanted) /
+                                                   t->down_rate))
+                 : NULL); /* unknown without a rate */
     r |= add(o, "ratio", json_object_new_double(ratio));
     r |= add(o, "download_dir", json_object_new_string(t->download_dir));
     r |= add(o, "error",

@@ -72,6 +72,13 @@ struct torrent {
     void *check;          /* the running check (session-owned) */
     uint32_t check_done;  /* pieces checked so far (for progress) */
     uint64_t queue_order; /* order of start, for the queue */
+
+    /* The engine's (daemon/engine.h). */
+    void *engine;             /* struct engine, or NULL */
+    bool sequential;          /* pieces in order (streaming) */
+    uint64_t down_rate;       /* payload bytes/s, updated every second */
+    uint64_t up_rate;
+    uint32_t peers_connected;
 };
 
 /* Make a torrent from metadata (ownership of meta taken, also on failure)

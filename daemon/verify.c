@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/metainfo.h"
+#include "daemon/storage.h"
 #include "daemon/torrent.h"
 
 struct verify_job *
@@ -119,53 +120,6 @@ reader_open(struct reader *rd, size_t i)
     rd->job->any_data = true;
 }
 
-/* Read [off, off + len) of the torrent's data into p.  False when some of
- * it is not there. */
-static bool
-read_range(struct reader *rd, size_t *fcur, uint64_t off, uint8_t *p,
-           uint64_t len)
-{
-    const struct meta_info *meta = rd->job->meta;
-    bool ok = true;
-    while (*fcur < meta->n_files &&
-           meta->files[*fcur].offset + meta->files[*fcur].length <= off)
-        (*fcur)++;
-    for (size_t f = *fcur; f < meta->n_files && len > 0; f++) {
-        const struct meta_file *mf = &meta->files[f];
-        if (mf->length == 0)
-            continue;
-        uint64_t in = off - mf->offset;
-        uint64_t n = mf->length - in < len ? mf->length - in : len;
-        if (mf->attr & META_ATTR_PAD) {
-            memset(p, 0, n);
-        } else {
-            reader_open(rd, f);
-            if (rd->fd < 0 || in + n > rd->size) {
-                ok = false;
-            } else {
-                uint64_t got = 0;
-                while (got < n) {
-                    ssize_t k =
-                        pread(rd->fd, p + got, n - got, (off_t)(in + got));
-                    if (k < 0 && errno == EINTR)
-                        continue;
-                    if (k <= 0) {
-                        if (k < 0)
-                            note_error(rd->job, -errno, mf->path);
-                        ok = false;
-                        break;
-                    }
-                    got += (uint64_t)k;
-                }
-            }
-        }
-        p += n;
-        off += n;
-        len -= n;
-    }
-    return ok && len == 0;
-}
-
 int
 verify_run(void *arg)
 {
@@ -200,36 +154,53 @@ verify_run(void *arg)
         return 0;
     }
 
-    uint8_t *buf = malloc(meta->piece_length);
+    /* Pieces are read through storage (daemon/storage.h): the same path
+     * walk as the engine's writes (nothing followed below the download
+     * directory), pad files as zeros. */
+    struct storage *st = NULL;
+    int r = storage_open(&st, meta, job->dir, 0);
+    if (r < 0)
+        return r;
+    uint8_t *buf = malloc(meta->piece_length ? meta->piece_length : 1);
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!buf || !ctx) {
         free(buf);
         EVP_MD_CTX_free(ctx);
+        storage_close(st);
         return -ENOMEM;
     }
-    size_t fcur = 0;
-    int r = 0;
     for (uint32_t i = 0; i < meta->n_pieces; i++) {
         if (atomic_load_explicit(&job->cancel, memory_order_relaxed)) {
             job->cancelled = true;
             r = -ECANCELED;
             break;
         }
-        uint64_t off = (uint64_t)i * meta->piece_length;
-        uint32_t len = meta_piece_size(meta, i);
-        if (read_range(&rd, &fcur, off, buf, len)) {
+        int k = storage_read_piece(st, i, buf);
+        if (k >= 0) {
             uint8_t md[EVP_MAX_MD_SIZE];
             unsigned mdlen = 0;
+            job->any_data = true;
             if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) == 1 &&
-                EVP_DigestUpdate(ctx, buf, len) == 1 &&
+                EVP_DigestUpdate(ctx, buf, (size_t)k) == 1 &&
                 EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 20 &&
                 memcmp(md, meta->pieces + (size_t)i * 20, 20) == 0)
                 job->have[i / 8] |= (uint8_t)(0x80u >> (i % 8));
+        } else if (k != -ENOENT && k != -ENOTDIR && k != -ENODATA &&
+                   k != -ELOOP) {
+            /* Missing data fails the piece; anything else is an error
+             * that the user must see (permission, I/O). */
+            struct storage_error se;
+            char path[4096];
+            if (storage_get_error(st, &se) != 0) {
+                snprintf(path, sizeof(path), "%s/%s", job->dir, se.path);
+                note_error(job, k, path);
+            } else {
+                note_error(job, k, job->dir);
+            }
         }
         atomic_store_explicit(&job->done, i + 1, memory_order_relaxed);
     }
-    if (rd.fd >= 0)
-        close(rd.fd);
+    storage_close(st);
     free(buf);
     EVP_MD_CTX_free(ctx);
     if (r == 0)

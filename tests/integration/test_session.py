@@ -602,12 +602,22 @@ def test_trackers_peers(workdir, daemon, mktorrent):
     path, _ = make_torrent(mktorrent, workdir, trackers=(
         "http://127.0.0.1:1/a,http://127.0.0.1:2/b", "udp://127.0.0.1:3"))
     daemon.start()
-    daemon.call("torrent.add", metainfo=b64(path))
+    # Paused: the engine does not run it, nothing is contacted.
+    daemon.call("torrent.add", metainfo=b64(path), paused=True)
     tr = daemon.call("torrent.trackers", torrent=1)["trackers"]
     assert [(t["tier"], t["url"], t["status"]) for t in tr] == [
         (0, "http://127.0.0.1:1/a", "not contacted"),
         (0, "http://127.0.0.1:2/b", "not contacted"),
         (1, "udp://127.0.0.1:3", "not contacted")]
+    assert daemon.call("torrent.peers", torrent=1)["peers"] == []
+    # Running: the live tracker set (each tier shuffled once).
+    daemon.call("torrent.start", torrent=1)
+    tr = daemon.call("torrent.trackers", torrent=1)["trackers"]
+    assert sorted((t["tier"], t["url"]) for t in tr) == [
+        (0, "http://127.0.0.1:1/a"), (0, "http://127.0.0.1:2/b"),
+        (1, "udp://127.0.0.1:3")]
+    assert all(t["status"] in ("not contacted", "announcing", "error")
+               for t in tr), tr
     assert daemon.call("torrent.peers", torrent=1)["peers"] == []
     daemon.call("torrent.add", magnet=MAGNET)
     tr = daemon.call("torrent.trackers", torrent=2)["trackers"]

@@ -111,6 +111,7 @@ test_defaults(void **state)
     assert_true(c.dht);
     /* Never a public router by default: the shipped file lists them. */
     assert_string_equal(c.dht_bootstrap, "");
+    assert_false(c.lsd); /* multicast on the LAN: only when asked */
     assert_int_equal(c.max_peers, 200);
     assert_int_equal(c.max_peers_per_torrent, 50);
     assert_int_equal(c.max_active_downloads, 0);

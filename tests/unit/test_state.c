@@ -98,6 +98,19 @@ test_resume_round_trip(void **state)
     assert_null(r.have);
     assert_null(r.priority);
     assert_null(r.error);
+    assert_false(r.sequential);
+    assert_null(memmem(b.data, b.len, "sequential", 10)); /* absent */
+    state_resume_release(&r);
+    buf_release(&b);
+
+    /* The optional sequential flag. */
+    sample(&a);
+    a.sequential = true;
+    buf_init(&b, STATE_MAX_RECORD);
+    assert_int_equal(state_resume_encode(&a, &b), 0);
+    assert_non_null(memmem(b.data, b.len, "10:sequentiali1e", 16));
+    assert_int_equal(state_resume_decode(&r, b.data, b.len, NULL), 0);
+    assert_true(r.sequential);
     state_resume_release(&r);
     buf_release(&b);
     free(data);

@@ -1,0 +1,219 @@
+"""dhtnodes — DHT nodes on loopback for test_dht.py and bench_dht.py.
+
+  KrpcClient(ip)        a tiny KRPC client over UDP on its own 127.0.0.x:
+                        query() sends one query and returns the answer
+                        (a response or an error) with the same "t".
+  LtDht(workdir)        a python3-libtorrent DHT node (lt_dht.py) in its
+                        own /usr/bin/python3 process, driven by JSON lines.
+  td_dht(workdir, ...)  a torrentd (peers.Torrentd) with dht = on and the
+                        given bootstrap nodes.
+
+Processes are bounded in time and stopped by PID (peers.Proc).  Nothing here
+contacts a non-loopback address; bootstrap nodes are always given by the
+test.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import peers  # noqa: E402
+from conftest import bdecode, bencode  # noqa: E402
+
+LT_DHT = os.path.join(HERE, "lt_dht.py")
+
+
+class KrpcClient:
+    """One UDP socket on ip; queries to (host, port) of a DHT node."""
+
+    def __init__(self, ip=None, node_id=None):
+        self.ip = ip or peers.next_address()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.ip, 0))
+        self.port = self.sock.getsockname()[1]
+        self.id = node_id or os.urandom(20)
+        self.next_tid = 1
+        self.queries_in = []   # queries the node sent us (join pings)
+
+    def close(self):
+        self.sock.close()
+
+    def send_raw(self, data, to):
+        self.sock.sendto(data, to)
+
+    def recv(self, timeout):
+        """The next datagram as (decoded or None, raw), or (None, None)."""
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            data = self.sock.recv(4096)
+        except socket.timeout:
+            return None, None
+        try:
+            return bdecode(data), data
+        except Exception:
+            return None, data
+
+    def wait_reply(self, tid, timeout=2.0):
+        """The response or error with transaction id tid, or None."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg, raw = self.recv(deadline - time.monotonic())
+            if raw is None:
+                return None
+            if not isinstance(msg, dict):
+                continue
+            if msg.get(b"y") == b"q":
+                self.queries_in.append(msg)
+                continue
+            if msg.get(b"t") == tid:
+                return msg
+        return None
+
+    def new_tid(self):
+        t = b"%c%c" % (65 + self.next_tid // 26 % 26, 97 + self.next_tid % 26)
+        self.next_tid += 1
+        return t
+
+    def query(self, to, method, args=None, tid=None, timeout=2.0,
+              extra=None):
+        tid = tid if tid is not None else self.new_tid()
+        a = {"id": self.id}
+        a.update(args or {})
+        msg = {"t": tid, "y": "q", "q": method, "a": a}
+        msg.update(extra or {})
+        self.sock.sendto(bencode(msg), to)
+        return self.wait_reply(tid, timeout)
+
+    def expect_silence(self, timeout=0.5):
+        """True if no response or error comes within timeout (queries
+        from the node are kept aside)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg, raw = self.recv(deadline - time.monotonic())
+            if raw is None:
+                return True
+            if isinstance(msg, dict) and msg.get(b"y") == b"q":
+                self.queries_in.append(msg)
+                continue
+            return False
+        return True
+
+
+def compact_peers(values):
+    out = []
+    for v in values:
+        if len(v) == 6:
+            out.append("%d.%d.%d.%d:%d" % (v[0], v[1], v[2], v[3],
+                                            v[4] << 8 | v[5]))
+    return out
+
+
+class LtDht(peers._JsonLinesProc):
+    """A libtorrent DHT node on its own 127.0.0.x (lt_dht.py)."""
+    kind = "libtorrent-dht"
+
+    def __init__(self, workdir, name="ltdht", ip=None, port=None, bound=600):
+        self.ip = ip or peers.next_address()
+        self.port = port or peers.free_port(self.ip)
+        self.dir = os.path.join(str(workdir), name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.bound = bound
+        self.proc = None
+        self.out_path = os.path.join(self.dir, "events.jsonl")
+        self.next_id = 1
+
+    def address(self):
+        return "%s:%d" % (self.ip, self.port)
+
+    def start(self, nodes=(), announce_interval=5):
+        argv = [peers.SYSTEM_PYTHON, "-u", LT_DHT, "--listen", self.address(),
+                "--timeout", str(self.bound - 5),
+                "--announce-interval", str(announce_interval)]
+        for n in nodes:
+            argv += ["--node", n]
+        self.proc = peers.Proc(argv, self.bound,
+                               os.path.join(self.dir, "stderr.log"),
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               name="lt_dht", text=True)
+        self._stdin = self.proc.wrapper.stdin
+        self._start_reader()
+        self.wait_event("ready", 30)
+        return self
+
+    def command(self, **cmd):
+        rid = self.next_id
+        self.next_id += 1
+        cmd["id"] = rid
+        try:
+            self._stdin.write(json.dumps(cmd) + "\n")
+            self._stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+        return rid
+
+    def add_node(self, address):
+        self.command(cmd="add_node", node=address)
+
+    def announce(self, info_hash_hex):
+        rid = self.command(cmd="announce", info_hash=info_hash_hex)
+        return self.wait_event("announced", 10, lambda e: e["id"] == rid)
+
+    def get_peers(self, info_hash_hex, timeout=60):
+        rid = self.command(cmd="get_peers", info_hash=info_hash_hex)
+        return self.wait_event("peers", timeout, lambda e: e["id"] == rid)
+
+    def nodes(self, timeout=10):
+        rid = self.command(cmd="status")
+        return self.wait_event("status", timeout,
+                               lambda e: e["id"] == rid)["nodes"]
+
+    def stop(self):
+        if self.proc:
+            if self.proc.alive():
+                self.command(cmd="quit")
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            rc = self.proc.stop(grace=5)
+            self._reader.join(5)
+            return rc
+
+
+def td_dht(workdir, name, bootstrap=(), ip=None, config=None):
+    """A peers.Torrentd with the DHT on, bootstrapping from the given
+    "ip:port" nodes only (never public routers)."""
+    cfg = {"dht": "on", "dht_bootstrap": ",".join(bootstrap),
+           "log_level": "info"}
+    cfg.update(config or {})
+    return peers.Torrentd(workdir, name=name, ip=ip, config=cfg)
+
+
+def td_stop(td, timeout=30.0):
+    """Stop a peers.Torrentd by torrentd's own PID and return its exit
+    status (sanitizer reports fail the test).  Daemon.stop() signals the
+    `timeout` wrapper, which passes the signal on to its process group as
+    well: torrentd may then see two SIGTERMs and exit without waiting."""
+    d = td.daemon
+    if d.proc is None or d.proc.poll() is not None:
+        return d.proc.returncode if d.proc else None
+    if not td.pid:
+        return d.stop()
+    try:
+        os.kill(td.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        rc = d.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        return d.stop(signal.SIGKILL)
+    d.stderr.close()
+    d.check_sanitizers()
+    return rc
