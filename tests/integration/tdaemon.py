@@ -225,11 +225,32 @@ class Daemon:
         for mark in SANITIZER_MARKS:
             assert mark not in text, "sanitizer report:\n" + text
 
+    def daemon_pid(self):
+        """The pid of torrentd itself.  Under a prefix that execs it
+        (systemd-socket-activate) that is self.proc; under one that forks
+        it (timeout) it is that process's child.  Signalling `timeout`
+        would also signal its whole process group, so torrentd would get
+        the signal twice and take the second as "exit at once"."""
+        pid = self.proc.pid
+        want = os.path.realpath(binary("torrentd"))
+        for _ in range(50):
+            try:
+                if os.path.realpath("/proc/%d/exe" % pid) == want:
+                    return pid
+                with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                    kids = f.read().split()
+            except OSError:
+                return pid
+            if kids:
+                return int(kids[0])
+            time.sleep(0.02)
+        return pid
+
     def stop(self, sig=signal.SIGTERM, timeout=20.0):
         """Stop the daemon; returns its exit status."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
+        os.kill(self.daemon_pid(), sig)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
