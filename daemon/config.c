@@ -71,6 +71,8 @@ static const struct config_key config_table[] = {
      "0", 0, 1024 * GIB, "bytes/s for all downloads; 0 = no limit"},
     {"upload_rate_limit", CONFIG_UINT, CONFIG_LIVE, OFF(upload_rate_limit), "0",
      0, 1024 * GIB, "bytes/s for all uploads; 0 = no limit"},
+    {"upload_slots", CONFIG_UINT, CONFIG_LIVE, OFF(upload_slots), "4", 1, 100,
+     "peers each torrent unchokes by tit-for-tat, besides one optimistic"},
     {"watch_dir", CONFIG_PATH, CONFIG_LIVE, OFF(watch_dir), "", 0, 0,
      "directory whose new .torrent files are added; empty for none"},
     {"watch_interval", CONFIG_UINT, CONFIG_LIVE, OFF(watch_interval), "5", 1,

@@ -53,6 +53,7 @@ struct config {
     uint64_t max_active_downloads; /* 0 = no limit */
     uint64_t download_rate_limit;  /* bytes/s, 0 = none */
     uint64_t upload_rate_limit;    /* bytes/s, 0 = none */
+    uint64_t upload_slots;         /* peers unchoked per torrent */
     char *watch_dir;               /* "" = off */
     uint64_t watch_interval;       /* seconds, the polling fallback */
     char *on_complete;             /* "" = none; a program, no shell */

@@ -2,7 +2,10 @@
  *
  * The flow of a download, per torrent:
  *   peer thread writes blocks -> on_blocks_done -> picker_block_received;
- *   a complete piece -> a hash job on the "verify" workers;
+ *   a complete piece -> sealed (no peer thread writes to it from then
+ *   on: a late end-game copy, or one from a peer whose requests went to
+ *   others, is dropped; the job waits for writes already begun, see
+ *   peerconn.h "Sealed pieces") -> a hash job on the "verify" workers;
  *   pass -> picker_hash_passed, HAVE queued to every peer (one record per
  *   peer per loop iteration), the piece waits in e->pending;
  *   every tick (or at once when many wait, or at completion) the pending
@@ -10,10 +13,13 @@
  *   ordered io worker runs storage_flush() and then writes the resume
  *   record: the record names a piece only once its data is durable; a
  *   failed flush stops the job before the write.
- *   fail -> picker_hash_failed, strikes against the senders, ban.
+ *   fail -> picker_hash_failed, unsealed, strikes against the senders,
+ *   ban.  A pass keeps the piece sealed for good.
  * Requests: after every batch of blocks from a peer, its pipeline is
  * filled again with picker_pick(), sized by picker_pipeline_depth() from
- * its rate (at least ENGINE_PIPELINE_MIN), in one command record.
+ * its rate (at least ENGINE_PIPELINE_MIN), in one command record.  A
+ * peer that chokes us but sent ALLOWED_FAST (BEP 6) is asked for those
+ * pieces only (picker_pick_from()).
  */
 #include "daemon/engine.h"
 
@@ -34,7 +40,10 @@
 #include "common/metainfo.h"
 #include "common/wire.h"
 #include "daemon/choker.h"
+#include "daemon/dhtsvc.h"
 #include "daemon/listen.h"
+#include "daemon/lsd.h"
+#include "daemon/magnet_fetch.h"
 #include "daemon/peer.h"
 #include "daemon/peerconn.h"
 #include "daemon/picker.h"
@@ -73,6 +82,7 @@ struct engine_ctx {
     uint32_t next_tag;
     uint64_t seed;
     bool freeing;
+    bool lsd_hooked; /* lsd_set_peer_cb done */
 };
 
 struct cand {
@@ -101,6 +111,9 @@ struct epeer {
     bool choking_us, interested_in_us, am_interested, unchoked;
     bool seed;
     bool snubbed; /* it left our requests unanswered: ask it no more */
+    uint32_t af[PCONN_ALLOWED_FAST_RX_MAX]; /* BEP 6: it lets us fetch these
+                                             * while it chokes us */
+    uint32_t n_af;
     uint32_t outstanding;
     int64_t waiting_since_ms; /* requests in flight and no block since */
     unsigned strikes;
@@ -110,6 +123,15 @@ struct epeer {
     struct rate_meter down, up;
     struct sockaddr_storage addr;
     socklen_t addr_len;
+    struct ext_pex_state pex; /* BEP 11: what we told it */
+    bool pex_ok;              /* its extension handshake has ut_pex */
+    /* What it announced while the piece count was unknown (a magnet),
+     * checked once the metadata is there (magnet_join). */
+    uint8_t *m_bits; /* owned, or NULL */
+    uint32_t m_bits_len;
+    uint32_t *m_haves; /* owned: at most ENGINE_MAGNET_HAVES_MAX */
+    size_t n_m_haves;
+    bool m_have_all;
 };
 
 /* What the pconn_torrent's release frees: it outlives the engine's run. */
@@ -145,6 +167,13 @@ struct engine {
     bool flushing;
     ev_timer tick;
     struct rate_meter down, up;
+    /* BEP 9: a run without metadata (state metadata). */
+    bool magnet;
+    struct mfetch *mf; /* owned while magnet */
+    /* Peer sources (never for a private torrent). */
+    struct dhtsvc_announce *dht_ann; /* owned while running */
+    struct dhtsvc_lookup *dht_lk;    /* a get_peers running, or NULL */
+    int64_t dht_next_ms;
 };
 
 static int64_t
@@ -165,6 +194,16 @@ static void e_unref(struct engine *e);
 static void e_stop(struct engine *e);
 static void flush_pending(struct engine *e);
 static void fill(struct engine *e, struct epeer *ep);
+static void sources_tick(struct engine *e, int64_t now_ms);
+static void sources_stop(struct engine *e);
+static int e_start_magnet(struct engine *e);
+static void connect_more(struct engine *e);
+static void magnet_keep_haves(struct epeer *ep, const uint32_t *pieces,
+                              size_t n);
+static void magnet_forget(struct epeer *ep);
+static int magnet_switch(struct engine *e);
+static void on_lsd_peer(void *arg, const uint8_t *info_hash,
+                        const struct sockaddr *addr, socklen_t len);
 
 /* --- addresses ------------------------------------------------------------ */
 
@@ -371,6 +410,7 @@ ep_new(struct engine_ctx *x, const struct sockaddr *addr, socklen_t len,
     ep->incoming = incoming;
     ep->choking_us = true;
     ep->connected_ms = mono_ms();
+    ext_pex_state_init(&ep->pex);
     if (len > sizeof(ep->addr))
         len = sizeof(ep->addr);
     memcpy(&ep->addr, addr, len);
@@ -459,7 +499,11 @@ rechoke(struct engine *e)
 static void
 fill(struct engine *e, struct epeer *ep)
 {
-    if (!e->running || e->seeding || !ep->handshaken || ep->choking_us ||
+    /* Choked: only its allowed-fast pieces (BEP 6), if it gave any. */
+    bool af_only = ep->choking_us;
+    if (af_only && (!(ep->features & WIRE_F_FAST) || ep->n_af == 0))
+        return;
+    if (!e->running || e->seeding || !ep->handshaken ||
         !ep->am_interested || ep->pk < 0 || ep->snubbed || peer_closing(ep->p))
         return;
     int64_t now = mono_us();
@@ -479,7 +523,9 @@ fill(struct engine *e, struct epeer *ep)
     if (want > ENGINE_PICK_MAX)
         want = ENGINE_PICK_MAX;
     struct picker_block pb[ENGINE_PICK_MAX];
-    int n = picker_pick(e->pk, ep->pk, pb, want);
+    int n = af_only ? picker_pick_from(e->pk, ep->pk, ep->af, ep->n_af, pb,
+                                       want)
+                    : picker_pick(e->pk, ep->pk, pb, want);
     if (n <= 0)
         return;
     struct wire_block wb[ENGINE_PICK_MAX];
@@ -519,6 +565,12 @@ hash_run(void *arg)
 {
     struct hjob *h = arg;
     const struct meta_info *m = h->ptor->info;
+    /* The piece is sealed (hash_submit): no write begins now; wait for
+     * those that began before (peerconn.h, "Sealed pieces").  One stuck
+     * on the disk: the data is not trusted, the piece is fetched again. */
+    if (pconn_piece_wait_writers(h->ptor, h->piece, PCONN_WAIT_WRITERS_MS) <
+        0)
+        return -EAGAIN;
     uint32_t size = meta_piece_size(m, h->piece);
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf)
@@ -621,9 +673,11 @@ hash_done(void *arg, int r)
                       "piece %" PRIu32 " failed its hash check", h->piece);
             for (int i = 0; i < n; i++)
                 strike(e, tags[i], n == 1 ? 2 : 1);
+            pconn_piece_unseal(h->ptor, h->piece); /* fetched again */
             fill_all(e);
-        } else if (r == -ENOMEM) {
+        } else if (r == -ENOMEM || r == -EAGAIN) {
             (void)picker_hash_failed(e->pk, h->piece, NULL, 0);
+            pconn_piece_unseal(h->ptor, h->piece);
         } else {
             engine_fail(e, r, "cannot read a piece");
         }
@@ -646,7 +700,12 @@ hash_submit(struct engine *e, uint32_t piece)
     h->ptor = pconn_torrent_ref(e->ptor);
     h->piece = piece;
     e->refs++;
+    /* Sealed before the job is queued: from now on no peer thread writes
+     * to the piece (a late end-game copy is dropped); it stays sealed if
+     * the hash passes and is unsealed if it fails (hash_done). */
+    pconn_piece_seal(e->ptor, piece);
     if (worker_submit(e->x->hash, hash_run, hash_done, h) < 0) {
+        pconn_piece_unseal(e->ptor, piece);
         pconn_torrent_unref(h->ptor);
         free(h);
         e->refs--;
@@ -856,6 +915,14 @@ cb_handshake(void *ud, struct peer *p, const uint8_t *peer_id,
     }
     ep->handshaken = true;
     ep->gen = e->gen;
+    if (e->magnet) {
+        /* No pieces to trade yet: "have none", then ut_metadata. */
+        (void)peer_send_bitfield(p, NULL, 0);
+        if (ep->cand >= 0)
+            e->cands[ep->cand].fails = 0;
+        e->t->peers_connected++;
+        return;
+    }
     int h = picker_peer_add(e->pk, ep->tag);
     int c = h >= 0 ? choker_peer_add(e->ch, ep->tag, mono_ms()) : -1;
     if (h < 0 || c < 0 || map_set(&e->by_pk, &e->cap_pk, h, ep) < 0 ||
@@ -886,6 +953,11 @@ cb_ext_handshake(void *ud, struct peer *p, const struct wire_ext_handshake *h)
     if (h->present & WIRE_EXT_REQQ && h->reqq)
         ep->reqq = h->reqq;
     snprintf(ep->client, sizeof(ep->client), "%s", h->client);
+    ep->pex_ok = h->ut_pex != 0;
+    if (e->running && e->magnet)
+        mfetch_peer(e->mf, p, h->ut_metadata,
+                    (h->present & WIRE_EXT_METADATA_SIZE) ? h->metadata_size
+                                                          : 0);
     if (ep->incoming && (h->present & WIRE_EXT_PORT) && h->port &&
         ep->cand < 0) {
         struct sockaddr_storage a = ep->addr;
@@ -919,6 +991,18 @@ cb_bitfield(void *ud, struct peer *p, uint8_t *bits, uint32_t nbytes)
     (void)nbytes;
     struct epeer *ep = peer_data(p);
     struct engine *e = ep ? ep->e : NULL;
+    if (e && e->running && e->magnet) {
+        free(ep->m_bits); /* kept for magnet_join */
+        ep->m_bits = bits;
+        ep->m_bits_len = nbytes;
+        ep->m_have_all = false;
+        return;
+    }
+    if (e && e->running && ep->pk >= 0 && nbytes != e->nbytes) {
+        peer_close(p); /* taken while the piece count was unknown */
+        free(bits);
+        return;
+    }
     if (e && e->running && ep->pk >= 0) {
         picker_peer_bitfield(e->pk, ep->pk, bits);
         uint32_t n = 0, np = e->t->meta->n_pieces;
@@ -937,6 +1021,10 @@ cb_have(void *ud, struct peer *p, const uint32_t *pieces, size_t n)
     (void)ud;
     struct epeer *ep = peer_data(p);
     struct engine *e = ep ? ep->e : NULL;
+    if (e && e->running && e->magnet) {
+        magnet_keep_haves(ep, pieces, n);
+        return;
+    }
     if (!e || !e->running || ep->pk < 0)
         return;
     for (size_t i = 0; i < n; i++)
@@ -953,6 +1041,10 @@ cb_have_all(void *ud, struct peer *p)
     (void)ud;
     struct epeer *ep = peer_data(p);
     struct engine *e = ep ? ep->e : NULL;
+    if (e && e->running && e->magnet) {
+        ep->m_have_all = true;
+        return;
+    }
     if (!e || !e->running || ep->pk < 0)
         return;
     picker_peer_have_all(e->pk, ep->pk);
@@ -1080,12 +1172,39 @@ cb_dropped(void *ud, struct peer *p, const struct wire_block *b, size_t n)
     ep->outstanding = ep->outstanding > n ? ep->outstanding - (uint32_t)n : 0;
     if (!e->running || ep->pk < 0)
         return;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         (void)picker_peer_rejected(e->pk, ep->pk, b[i].index, b[i].begin);
+        /* Rejected while it chokes us: not allowed fast (any more). */
+        for (uint32_t k = 0; ep->choking_us && k < ep->n_af;) {
+            if (ep->af[k] == b[i].index)
+                ep->af[k] = ep->af[--ep->n_af];
+            else
+                k++;
+        }
+    }
     /* Someone else may take them. */
     for (struct epeer *o = e->peers; o; o = o->next)
         if (o != ep)
             fill(e, o);
+}
+
+/* BEP 6: pieces it lets us fetch while it chokes us (fill()). */
+static void
+cb_allowed_fast(void *ud, struct peer *p, const uint32_t *pieces, size_t n)
+{
+    (void)ud;
+    struct epeer *ep = peer_data(p);
+    struct engine *e = ep ? ep->e : NULL;
+    if (!e)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        bool known = false;
+        for (uint32_t k = 0; k < ep->n_af; k++)
+            known |= ep->af[k] == pieces[i];
+        if (!known && ep->n_af < PCONN_ALLOWED_FAST_RX_MAX)
+            ep->af[ep->n_af++] = pieces[i];
+    }
+    fill(e, ep);
 }
 
 static void
@@ -1112,7 +1231,14 @@ cb_closed(void *ud, struct peer *p, enum pconn_reason reason, int detail)
     if (!ep)
         return;
     peer_set_data(p, NULL);
+    ext_pex_state_release(&ep->pex);
+    magnet_forget(ep);
     struct engine *e = ep->e;
+    if (e && e->mf && !x->freeing)
+        mfetch_peer_gone(e->mf, p); /* may ask the others */
+    if (e && e->magnet && e->running && ep->handshaken && ep->gen == e->gen &&
+        e->t->peers_connected)
+        e->t->peers_connected--;
     if (!e || x->freeing) {
         if (e && !x->freeing)
             e_unref(e);
@@ -1157,6 +1283,80 @@ cb_closed(void *ud, struct peer *p, enum pconn_reason reason, int detail)
     e_unref(e);
 }
 
+/* --- BEP 9 and BEP 11 callbacks ------------------------------------------ */
+
+static bool
+e_private(const struct engine *e)
+{
+    return e->t->meta && e->t->meta->private_torrent;
+}
+
+static void
+cb_metadata_data(void *ud, struct peer *p, uint32_t piece, uint32_t total_size,
+                 uint8_t *data, uint32_t len)
+{
+    (void)ud;
+    struct epeer *ep = peer_data(p);
+    struct engine *e = ep ? ep->e : NULL;
+    if (!e || !e->running || !e->magnet) {
+        free(data);
+        return;
+    }
+    mfetch_data(e->mf, p, piece, total_size, data, len);
+}
+
+static void
+cb_metadata_reject(void *ud, struct peer *p, uint32_t piece)
+{
+    (void)ud;
+    struct epeer *ep = peer_data(p);
+    struct engine *e = ep ? ep->e : NULL;
+    if (e && e->running && e->magnet)
+        mfetch_reject(e->mf, p, piece);
+}
+
+static void
+cb_pex(void *ud, struct peer *p, const struct ext_pex_peer *added,
+       size_t n_added, const struct ext_pex_peer *dropped, size_t n_dropped)
+{
+    (void)ud;
+    (void)dropped;
+    (void)n_dropped;
+    struct epeer *ep = peer_data(p);
+    struct engine *e = ep ? ep->e : NULL;
+    if (!e || !e->running || e_private(e))
+        return;
+    if (n_added > ENGINE_PEX_ADD_MAX)
+        n_added = ENGINE_PEX_ADD_MAX;
+    log_field(LOG_LEVEL_DEBUG, "TORRENT", e->t->hex,
+              "pex from peer %u: %zu added", peer_slot(p), n_added);
+    for (size_t i = 0; i < n_added; i++) {
+        const struct ext_pex_peer *q = &added[i];
+        if (e->seeding && (q->flags & EXT_PEX_F_SEED))
+            continue; /* two seeds have nothing to trade */
+        struct sockaddr_storage a;
+        socklen_t len;
+        memset(&a, 0, sizeof(a));
+        if (q->addr_len == 4) {
+            struct sockaddr_in *in = (struct sockaddr_in *)&a;
+            in->sin_family = AF_INET;
+            memcpy(&in->sin_addr, q->addr, 4);
+            in->sin_port = htons(q->port);
+            len = sizeof(*in);
+        } else if (q->addr_len == 16) {
+            struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&a;
+            in6->sin6_family = AF_INET6;
+            memcpy(&in6->sin6_addr, q->addr, 16);
+            in6->sin6_port = htons(q->port);
+            len = sizeof(*in6);
+        } else {
+            continue;
+        }
+        (void)cand_add(e, &a, len);
+    }
+    connect_more(e);
+}
+
 static const struct peer_callbacks peer_cbs = {
     .on_info_hash = cb_info_hash,
     .on_handshake = cb_handshake,
@@ -1173,6 +1373,10 @@ static const struct peer_callbacks peer_cbs = {
     .on_dropped = cb_dropped,
     .on_uploaded = cb_uploaded,
     .on_closed = cb_closed,
+    .on_allowed_fast = cb_allowed_fast,
+    .on_metadata_data = cb_metadata_data,
+    .on_metadata_reject = cb_metadata_reject,
+    .on_pex = cb_pex,
 };
 
 /* --- connecting ------------------------------------------------------------
@@ -1236,6 +1440,10 @@ get_stats(void *arg, uint64_t *up, uint64_t *down, uint64_t *left)
     struct engine *e = arg;
     *up = e->t->uploaded;
     *down = e->t->downloaded;
+    if (e->magnet) {
+        *left = 1; /* unknown, not zero: we are no seed */
+        return;
+    }
     *left = e->t->size_wanted > e->t->have_wanted
                 ? e->t->size_wanted - e->t->have_wanted
                 : 0;
@@ -1252,6 +1460,12 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!e->running)
         return;
     int64_t us = mono_us(), ms = us / 1000;
+    sources_tick(e, ms);
+    if (e->magnet) {
+        mfetch_tick(e->mf, ms);
+        connect_more(e);
+        return;
+    }
     e->t->down_rate = rate_meter_get(&e->down, us);
     e->t->up_rate = rate_meter_get(&e->up, us);
     for (struct epeer *ep = e->peers; ep; ep = ep->next) {
@@ -1416,6 +1630,10 @@ e_start(struct engine *e)
     }
     if (t->have && t->n_pieces == m->n_pieces)
         memcpy(e->have, t->have, e->nbytes);
+    /* Verified pieces are never written (peerconn.h, "Sealed pieces"). */
+    for (uint32_t i = 0; i < m->n_pieces; i++)
+        if (bit_get(e->have, i))
+            pconn_piece_seal(e->ptor, i);
     uint32_t last = (uint32_t)(m->total_size -
                                (uint64_t)(m->n_pieces - 1) * m->piece_length);
     struct picker_params pp = {
@@ -1427,7 +1645,10 @@ e_start(struct engine *e)
     };
     if ((r = picker_new(&e->pk, &pp)) < 0)
         goto fail;
-    struct choker_params cp = {.seed = x->seed++};
+    struct choker_params cp = {
+        .upload_slots = (unsigned)x->s->cfg.upload_slots,
+        .seed = x->seed++,
+    };
     if ((r = choker_new(&e->ch, &cp)) < 0)
         goto fail;
     apply_priorities(e);
@@ -1471,6 +1692,10 @@ e_stop(struct engine *e)
     if (!e->running)
         return;
     flush_pending(e); /* verified pieces are recorded once durable */
+    sources_stop(e);
+    mfetch_free(e->mf);
+    e->mf = NULL;
+    e->magnet = false;
     e->running = false;
     ev_timer_stop(x->loop, &e->tick);
     for (struct epeer *ep = e->peers; ep; ep = ep->next) {
@@ -1614,6 +1839,12 @@ engine_ctx_new(struct engine_ctx **ret, struct session *s)
      * own min interval anyway. */
     x->tcfg.interval_floor = 5.0;
     x->tcfg.retry_min = 5.0;
+    /* BEP 14: peers LSD finds go to their torrent (the session made the
+     * lsd before the engine and frees it first). */
+    if (s->lsd) {
+        lsd_set_peer_cb(s->lsd, on_lsd_peer, x);
+        x->lsd_hooked = true;
+    }
     *ret = x;
     return 0;
 fail:
@@ -1651,6 +1882,9 @@ engine_ctx_free(struct engine_ctx *x)
         struct engine *e = x->engines;
         if (e->running) {
             ev_timer_stop(x->loop, &e->tick);
+            sources_stop(e);
+            mfetch_free(e->mf);
+            e->mf = NULL;
             tracker_set_free(e->ts);
             e->ts = NULL;
             picker_free(e->pk);
@@ -1686,6 +1920,9 @@ engine_ctx_config_changed(struct engine_ctx *x)
         return;
     rate_bucket_set_limit(&x->down, x->s->cfg.download_rate_limit, 0);
     rate_bucket_set_limit(&x->up, x->s->cfg.upload_rate_limit, 0);
+    for (struct engine *e = x->engines; e; e = e->next)
+        if (e->ch)
+            choker_set_slots(e->ch, (unsigned)x->s->cfg.upload_slots);
 }
 
 void
@@ -1710,7 +1947,19 @@ engine_torrent_state(struct engine_ctx *x, struct torrent *t)
     bool want =
         t->meta && !t->removed &&
         (t->state == TORRENT_DOWNLOADING || t->state == TORRENT_SEEDING);
+    /* BEP 9: a magnet fetches its metadata from peers. */
+    bool magnet = !t->meta && !t->removed && t->state == TORRENT_METADATA;
     struct engine *e = t->engine;
+    if (e && e->running && e->magnet && want) {
+        /* Metadata came: the same peers go on with it. */
+        int r = magnet_switch(e);
+        if (r < 0)
+            session_set_error(x->s, t, "cannot start: %s", strerror(-r));
+        return;
+    }
+    if (e && e->running && e->magnet != magnet)
+        e_stop(e);
+    want = want || magnet;
     if (!want) {
         if (e)
             e_stop(e);
@@ -1721,7 +1970,7 @@ engine_torrent_state(struct engine_ctx *x, struct torrent *t)
         return;
     }
     if (!e->running) {
-        int r = e_start(e);
+        int r = magnet ? e_start_magnet(e) : e_start(e);
         if (r < 0) {
             char msg[256];
             snprintf(msg, sizeof(msg), "cannot start: %s", strerror(-r));
@@ -1747,7 +1996,7 @@ void
 engine_torrent_settings(struct engine_ctx *x, struct torrent *t)
 {
     struct engine *e = t->engine;
-    if (!e || !e->running)
+    if (!e || !e->running || e->magnet)
         return;
     if (!e->dir || strcmp(e->dir, t->download_dir) != 0) {
         /* Another directory: the data is looked for and written there
@@ -1781,8 +2030,6 @@ int
 engine_add_peer(struct engine_ctx *x, struct torrent *t,
                 const struct sockaddr *addr, socklen_t len)
 {
-    if (!t->meta)
-        return -EINVAL;
     struct engine *e = e_get(x, t);
     if (!e)
         return -ENOMEM;
@@ -1900,4 +2147,397 @@ engine_trackers_json(struct engine_ctx *x, struct torrent *t)
     if (!e || !e->running || !e->ts)
         return NULL;
     return tracker_set_to_json(e->ts);
+}
+
+/* --- magnets (BEP 9) --------------------------------------------------------
+ */
+
+/* The metadata of e's magnet arrived and checked (on the hash worker):
+ * the session makes the torrent a full one, which restarts e with it. */
+static void
+magnet_done(void *arg, struct meta_info *meta, uint8_t *raw, size_t len)
+{
+    struct engine *e = arg;
+    struct engine_ctx *x = e->x;
+    if (x->freeing || x->s->stopping || e->removed || e->t->meta ||
+        e->t->removed) {
+        meta_free(meta);
+        free(raw);
+        return;
+    }
+    log_field(LOG_LEVEL_INFO, "TORRENT", e->t->hex,
+              "metadata received from peers (%zu bytes)", len);
+    session_metadata_received(x->s, e->t, meta, raw, len);
+}
+
+/* Start e's run without metadata: peers from the magnet's trackers and
+ * x.pe, torrent.add_peer, the DHT, PEX and LSD; ut_metadata from them. */
+static int
+e_start_magnet(struct engine *e)
+{
+    struct engine_ctx *x = e->x;
+    struct torrent *t = e->t;
+    const struct magnet *m = &t->magnet;
+    int r;
+    struct edata *ed = calloc(1, sizeof(*ed));
+    if (!ed)
+        return -ENOMEM;
+    rate_bucket_init(&ed->down, t->download_limit, 0);
+    rate_bucket_init(&ed->up, t->upload_limit, 0);
+    ed->t = t;
+    t->jobs++;
+    r = pconn_torrent_new_magnet(&e->ptor, t->info_hash, &ed->up, &ed->down,
+                                 edata_release, ed);
+    if (r < 0) {
+        edata_release(NULL, ed);
+        e->ptor = NULL;
+        return r;
+    }
+    e->ed = ed;
+    r = mfetch_new(&e->mf, t->info_hash, x->hash, m->tr, m->n_tr, magnet_done,
+                   e);
+    if (r < 0) {
+        pconn_torrent_unref(e->ptor);
+        e->ptor = NULL;
+        e->ed = NULL;
+        return r;
+    }
+    e->magnet = true;
+    e->seeding = false;
+    e->gen++;
+    e->running = true;
+    size_t n_tr = m->n_tr < MFETCH_TRACKERS_MAX ? m->n_tr : MFETCH_TRACKERS_MAX;
+    if (n_tr && (x->http || x->udp)) {
+        /* BEP 9: each tr is a tier of its own. */
+        struct meta_tier tiers[MFETCH_TRACKERS_MAX];
+        for (size_t i = 0; i < n_tr; i++) {
+            tiers[i].urls = &m->tr[i];
+            tiers[i].n_urls = 1;
+        }
+        struct tracker_set_cbs cbs = {
+            .on_peers = on_peers, .get_stats = get_stats, .arg = e};
+        if (tracker_set_new(&e->ts, &x->tcfg, tiers, n_tr, t->info_hash,
+                            &cbs) == 0)
+            (void)tracker_set_announce(e->ts, TRACKER_EVENT_STARTED);
+        else
+            e->ts = NULL;
+    }
+    /* x.pe: numeric "ip:port" peers (names are not resolved). */
+    for (size_t i = 0; i < m->n_peers && i < ENGINE_XPE_MAX; i++) {
+        struct sockaddr_storage a;
+        socklen_t len;
+        memset(&a, 0, sizeof(a));
+        if (listen_parse_addr(m->peers[i], &a, &len) == 0 &&
+            addr_port(&a) != 0)
+            (void)cand_add(e, &a, len);
+    }
+    for (size_t i = 0; i < e->n_cands; i++)
+        if (e->cands[i].fails != UINT32_MAX)
+            e->cands[i].next_ms = 0;
+    ev_timer_again(x->loop, &e->tick);
+    connect_more(e);
+    return 0;
+}
+
+/* --- peer sources: DHT, PEX (BEP 11), LSD (BEP 14) --------------------------
+ */
+
+static void
+on_dht_peers(void *arg, const uint8_t info_hash[20],
+             const struct sockaddr_storage *addrs, size_t n)
+{
+    (void)info_hash;
+    struct engine *e = arg;
+    if (!e->running || e_private(e))
+        return;
+    on_peers(e, addrs, n);
+}
+
+static void
+on_dht_done(void *arg, const uint8_t info_hash[20],
+            const struct dhtsvc_result *res)
+{
+    (void)info_hash;
+    (void)res;
+    struct engine *e = arg;
+    e->dht_lk = NULL;
+}
+
+static void
+on_lsd_peer(void *arg, const uint8_t *info_hash, const struct sockaddr *addr,
+            socklen_t len)
+{
+    struct engine_ctx *x = arg;
+    if (x->freeing || x->s->stopping)
+        return;
+    struct torrent *t = session_find_hash(x->s, info_hash);
+    if (!t || t->removed || (t->meta && t->meta->private_torrent))
+        return;
+    (void)engine_add_peer(x, t, addr, len);
+}
+
+/* The address others can dial ep at, as a PEX entry; false if unknown (an
+ * incoming peer that told no listen port). */
+static bool
+pex_entry(const struct engine *e, const struct epeer *ep,
+          struct ext_pex_peer *ret)
+{
+    const struct sockaddr_storage *a = &ep->addr;
+    if (ep->incoming) {
+        if (ep->cand < 0 || (size_t)ep->cand >= e->n_cands)
+            return false;
+        a = &e->cands[ep->cand].addr;
+    }
+    memset(ret, 0, sizeof(*ret));
+    if (a->ss_family == AF_INET) {
+        memcpy(ret->addr, &((const struct sockaddr_in *)a)->sin_addr, 4);
+        ret->addr_len = 4;
+    } else if (a->ss_family == AF_INET6) {
+        memcpy(ret->addr, &((const struct sockaddr_in6 *)a)->sin6_addr, 16);
+        ret->addr_len = 16;
+    } else {
+        return false;
+    }
+    ret->port = addr_port(a);
+    if (!ret->port)
+        return false;
+    ret->flags = (ep->incoming ? 0 : EXT_PEX_F_CONNECTABLE) |
+                 (ep->seed ? EXT_PEX_F_SEED : 0);
+    return true;
+}
+
+/* BEP 11: to each peer with ut_pex, at most once a minute, the peers we
+ * are connected to (ext_pex_state computes added and dropped). */
+static void
+pex_tick(struct engine *e, int64_t now)
+{
+    struct ext_pex_peer cur[ENGINE_PEX_CUR_MAX], other[ENGINE_PEX_CUR_MAX];
+    long owner[ENGINE_PEX_CUR_MAX];
+    size_t n = 0;
+    bool any_due = false;
+    for (struct epeer *ep = e->peers; ep; ep = ep->next)
+        if (ep->handshaken && ep->pex_ok && !peer_closing(ep->p) &&
+            ext_pex_state_due(&ep->pex, now))
+            any_due = true;
+    if (!any_due)
+        return;
+    for (struct epeer *ep = e->peers; ep && n < ENGINE_PEX_CUR_MAX;
+         ep = ep->next) {
+        if (!ep->handshaken || peer_closing(ep->p) || ep->gen != e->gen)
+            continue;
+        if (pex_entry(e, ep, &cur[n]))
+            owner[n++] = (long)ep->tag;
+    }
+    for (struct epeer *ep = e->peers; ep; ep = ep->next) {
+        if (!ep->handshaken || !ep->pex_ok || peer_closing(ep->p) ||
+            !ext_pex_state_due(&ep->pex, now))
+            continue;
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (owner[i] != (long)ep->tag)
+                other[k++] = cur[i];
+        struct ext_pex_msg m;
+        memset(&m, 0, sizeof(m));
+        if (ext_pex_state_next(&ep->pex, other, k, now, &m) == 1) {
+            log_field(LOG_LEVEL_DEBUG, "TORRENT", e->t->hex,
+                      "pex to peer %u: %zu added, %zu dropped",
+                      peer_slot(ep->p), m.n_added, m.n_dropped);
+            (void)peer_send_pex(ep->p, m.peers, m.n_added,
+                                m.peers + m.n_added, m.n_dropped);
+        }
+        ext_pex_msg_release(&m);
+    }
+}
+
+static void
+sources_tick(struct engine *e, int64_t now)
+{
+    struct engine_ctx *x = e->x;
+    if (!x->lsd_hooked && x->s->lsd) {
+        lsd_set_peer_cb(x->s->lsd, on_lsd_peer, x);
+        x->lsd_hooked = true;
+    }
+    if (e_private(e) || x->s->stopping) /* BEP 27 */
+        return;
+    struct dhtsvc *dht = x->s->dht;
+    if (dht) {
+        int64_t every =
+            e->magnet ? ENGINE_DHT_MAGNET_MS : ENGINE_DHT_LOOKUP_MS;
+        if (!e->dht_ann && x->pcfg.listen_port) {
+            /* get_peers + announce_peer now, then every
+             * DHTSVC_ANNOUNCE_S (not without a listen port: then
+             * get_peers only, below). */
+            e->dht_ann = dhtsvc_announce_new(dht, e->t->info_hash,
+                                             x->pcfg.listen_port,
+                                             on_dht_peers, e);
+            e->dht_next_ms = now + every;
+        } else if (!e->dht_lk && now >= e->dht_next_ms && !e->seeding &&
+                   e->n_peers < ENGINE_DHT_WANT_PEERS) {
+            /* Few peers: look again between the announces. */
+            e->dht_next_ms = now + every;
+            e->dht_lk = dhtsvc_get_peers(dht, e->t->info_hash, 0,
+                                         on_dht_peers, on_dht_done, e, NULL);
+        }
+    }
+    pex_tick(e, now);
+}
+
+static void
+sources_stop(struct engine *e)
+{
+    dhtsvc_announce_free(e->dht_ann);
+    e->dht_ann = NULL;
+    if (e->dht_lk) {
+        dhtsvc_lookup_cancel(e->x->s->dht, e->dht_lk);
+        e->dht_lk = NULL;
+    }
+}
+
+/* --- from magnet to full torrent ------------------------------------------ */
+
+static void
+magnet_keep_haves(struct epeer *ep, const uint32_t *pieces, size_t n)
+{
+    if (ep->m_have_all)
+        return;
+    size_t room = ENGINE_MAGNET_HAVES_MAX - ep->n_m_haves;
+    if (n > room)
+        n = room;
+    if (n == 0)
+        return;
+    uint32_t *v =
+        realloc(ep->m_haves, (ep->n_m_haves + n) * sizeof(*ep->m_haves));
+    if (!v)
+        return;
+    memcpy(v + ep->n_m_haves, pieces, n * sizeof(*v));
+    ep->m_haves = v;
+    ep->n_m_haves += n;
+}
+
+static void
+magnet_forget(struct epeer *ep)
+{
+    free(ep->m_bits);
+    ep->m_bits = NULL;
+    ep->m_bits_len = 0;
+    free(ep->m_haves);
+    ep->m_haves = NULL;
+    ep->n_m_haves = 0;
+    ep->m_have_all = false;
+}
+
+/* ep, connected during the magnet run, goes on with e's full run: into
+ * the picker and the choker, with what it announced checked against the
+ * real piece count (a wrong bitfield length, spare bits set or a have
+ * past the last piece close it).  Returns false if ep was closed. */
+static bool
+magnet_join(struct engine *e, struct epeer *ep)
+{
+    uint32_t np = e->t->meta->n_pieces;
+    bool ok = true;
+    if (ep->m_bits) {
+        ok = ep->m_bits_len == e->nbytes;
+        for (uint32_t i = np; ok && i < ep->m_bits_len * 8u; i++)
+            ok = !bit_get(ep->m_bits, i);
+    }
+    for (size_t i = 0; ok && i < ep->n_m_haves; i++)
+        ok = ep->m_haves[i] < np;
+    if (!ok || peer_set_torrent(ep->p, e->ptor) < 0) {
+        magnet_forget(ep);
+        peer_close(ep->p);
+        return false;
+    }
+    ep->gen = e->gen;
+    int h = picker_peer_add(e->pk, ep->tag);
+    int c = h >= 0 ? choker_peer_add(e->ch, ep->tag, mono_ms()) : -1;
+    if (h < 0 || c < 0 || map_set(&e->by_pk, &e->cap_pk, h, ep) < 0 ||
+        map_set(&e->by_ck, &e->cap_ck, c, ep) < 0) {
+        if (h >= 0)
+            picker_peer_remove(e->pk, h);
+        if (c >= 0)
+            choker_peer_remove(e->ch, c);
+        magnet_forget(ep);
+        peer_close(ep->p);
+        return false;
+    }
+    ep->pk = h;
+    ep->ck = c;
+    e->t->peers_connected++;
+    /* Our pieces (data found on disk), as haves: the thread announced
+     * nothing for this torrent yet. */
+    uint32_t have[ENGINE_PICK_MAX];
+    size_t nh = 0;
+    for (uint32_t i = 0; i < np; i++) {
+        if (!bit_get(e->have, i))
+            continue;
+        have[nh++] = i;
+        if (nh == ENGINE_PICK_MAX) {
+            (void)peer_send_have(ep->p, have, nh);
+            nh = 0;
+        }
+    }
+    if (nh)
+        (void)peer_send_have(ep->p, have, nh);
+    if (ep->m_have_all) {
+        picker_peer_have_all(e->pk, ep->pk);
+        ep->n_have = np;
+    } else {
+        if (ep->m_bits) {
+            picker_peer_bitfield(e->pk, ep->pk, ep->m_bits);
+            ep->n_have = 0;
+            for (uint32_t i = 0; i < np; i++)
+                ep->n_have += bit_get(ep->m_bits, i);
+        }
+        for (size_t i = 0; i < ep->n_m_haves; i++)
+            if (!picker_peer_has(e->pk, ep->pk, ep->m_haves[i]) &&
+                picker_peer_have(e->pk, ep->pk, ep->m_haves[i]) == 0)
+                ep->n_have++;
+    }
+    ep->seed = ep->n_have >= np;
+    magnet_forget(ep);
+    return true;
+}
+
+/* The magnet run ends and the full run starts with the same peers
+ * (peer_set_torrent); peers still in their handshake are closed (they
+ * are dialled again from the candidates). */
+static int
+magnet_switch(struct engine *e)
+{
+    struct engine_ctx *x = e->x;
+    sources_stop(e);
+    mfetch_free(e->mf);
+    e->mf = NULL;
+    ev_timer_stop(x->loop, &e->tick);
+    ts_retire(x, e->ts);
+    e->ts = NULL;
+    struct pconn_torrent *old = e->ptor; /* each peer holds its own */
+    e->ptor = NULL;
+    e->ed = NULL;
+    e->magnet = false;
+    e->running = false;
+    e->t->peers_connected = 0;
+    int r = e_start(e);
+    pconn_torrent_unref(old);
+    if (r < 0) {
+        for (struct epeer *ep = e->peers; ep; ep = ep->next)
+            peer_close(ep->p);
+        return r;
+    }
+    unsigned kept = 0;
+    for (struct epeer *ep = e->peers; ep; ep = ep->next) {
+        if (peer_closing(ep->p))
+            continue;
+        if (!ep->handshaken) {
+            peer_close(ep->p);
+            continue;
+        }
+        if (magnet_join(e, ep)) {
+            kept++;
+            after_availability(e, ep);
+        }
+    }
+    log_field(LOG_LEVEL_INFO, "TORRENT", e->t->hex,
+              "%u peer(s) go on with the metadata", kept);
+    return 0;
 }

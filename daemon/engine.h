@@ -41,6 +41,14 @@ struct torrent;
 #define ENGINE_BACKOFF_MIN_MS 5000 /* a peer that failed, first retry */
 #define ENGINE_BACKOFF_MAX_MS 600000
 #define ENGINE_HASH_THREADS 3
+/* Peer sources (BEP 5, 9, 11, 14), never for private torrents (BEP 27). */
+#define ENGINE_DHT_LOOKUP_MS 300000 /* get_peers while few peers ... */
+#define ENGINE_DHT_MAGNET_MS 15000  /* ... and while fetching metadata */
+#define ENGINE_DHT_WANT_PEERS 30    /* "few peers": fewer than this */
+#define ENGINE_PEX_CUR_MAX 200      /* our peers offered in PEX */
+#define ENGINE_PEX_ADD_MAX 100      /* peers taken from one PEX message */
+#define ENGINE_XPE_MAX 64           /* x.pe peers of a magnet */
+#define ENGINE_MAGNET_HAVES_MAX 65536 /* haves kept per peer before then */
 #define ENGINE_REQUEST_TIMEOUT_MS                                              \
     30000 /* no block for this long: the                                       \
            * peer's requests go to others */
@@ -81,9 +89,10 @@ void engine_torrent_removed(struct engine_ctx *x, struct torrent *t);
 /* t's rate limits, file priorities or sequential flag changed. */
 void engine_torrent_settings(struct engine_ctx *x, struct torrent *t);
 
-/* A peer address for t (torrent.add_peer): connected to at once if t runs,
- * else kept for when it does.  Returns 0, -EEXIST (known already and
- * connected), -EINVAL (t has no metadata), -ENOMEM. */
+/* A peer address for t (torrent.add_peer, LSD): connected to at once if
+ * t runs (with metadata, or fetching it: state metadata), else kept for
+ * when it does.  Returns 0, -EEXIST (known already and connected),
+ * -ENOMEM. */
 int engine_add_peer(struct engine_ctx *x, struct torrent *t,
                     const struct sockaddr *addr, socklen_t len);
 

@@ -484,6 +484,10 @@ dispatch(struct peer *p, struct chan_rec *rec)
                        x->n_dropped);
         }
         break;
+    case PCONN_EV_ALLOWED_FAST:
+        if (cb->on_allowed_fast)
+            cb->on_allowed_fast(ud, p, pconn_rec_u32(rec), rec->count);
+        break;
     default:
         log_err("peer/%u: unknown event %u, ignoring", p->slot, rec->type);
         break;

@@ -95,7 +95,8 @@ struct peer_callbacks {
     void (*on_blocks_done)(void *ud, struct peer *p,
                            const struct wire_block *b, size_t n);
     /* Requests that will not be served (rejected, choked without the
-     * fast extension, too many in flight): ask someone else. */
+     * fast extension, too many in flight), or whose block came for a
+     * sealed piece and was not written (peerconn.h): ask someone else. */
     void (*on_dropped)(void *ud, struct peer *p, const struct wire_block *b,
                        size_t n);
     /* Payload bytes we sent (in batches). */
@@ -125,6 +126,13 @@ struct peer_callbacks {
     void (*on_pex)(void *ud, struct peer *p, const struct ext_pex_peer *added,
                    size_t n_added, const struct ext_pex_peer *dropped,
                    size_t n_dropped);
+
+    /* --- BEP 6 --- */
+    /* ALLOWED_FAST: pieces (checked against the piece count) the peer
+     * lets us fetch while it chokes us; at most PCONN_ALLOWED_FAST_RX_MAX
+     * per connection.  Requests for them may be sent while choked. */
+    void (*on_allowed_fast)(void *ud, struct peer *p, const uint32_t *pieces,
+                            size_t n);
 };
 
 /* A table of at most max_peers connections on loop.  cfg is copied

@@ -8,11 +8,13 @@
  */
 #include "daemon/peerconn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,13 @@ pconn_torrent_new(struct pconn_torrent **ret, const struct meta_info *info,
     struct pconn_torrent *t = calloc(1, sizeof(*t));
     if (!t)
         return -ENOMEM;
+    /* Zero bytes are a valid zero atomic (not sealed, no writer). */
+    t->pieces = calloc(wt.piece_count ? wt.piece_count : 1,
+                       sizeof(*t->pieces));
+    if (!t->pieces) {
+        free(t);
+        return -ENOMEM;
+    }
     atomic_init(&t->refs, 1);
     memcpy(t->info_hash, info->info_hash, WIRE_HASH_LEN);
     t->info = info;
@@ -98,7 +107,93 @@ pconn_torrent_unref(struct pconn_torrent *t)
         return;
     if (t->release)
         t->release(t, t->release_arg);
+    free((void *)(uintptr_t)t->pieces); /* not shared any more */
     free(t);
+}
+
+/* ---- sealed pieces (see peerconn.h) ---------------------------------- */
+
+static int64_t mono_us(void);
+
+static _Atomic uint16_t *
+piece_word(const struct pconn_torrent *t, uint32_t piece)
+{
+    if (!t || !t->pieces || piece >= t->wt.piece_count)
+        return NULL;
+    return &t->pieces[piece];
+}
+
+void
+pconn_piece_seal(struct pconn_torrent *t, uint32_t piece)
+{
+    _Atomic uint16_t *w = piece_word(t, piece);
+    if (w)
+        (void)atomic_fetch_or(w, (uint16_t)PCONN_PIECE_SEALED);
+}
+
+void
+pconn_piece_unseal(struct pconn_torrent *t, uint32_t piece)
+{
+    _Atomic uint16_t *w = piece_word(t, piece);
+    if (w)
+        (void)atomic_fetch_and(w, (uint16_t)~PCONN_PIECE_SEALED);
+}
+
+bool
+pconn_piece_sealed(const struct pconn_torrent *t, uint32_t piece)
+{
+    _Atomic uint16_t *w = piece_word(t, piece);
+    return w && (atomic_load(w) & PCONN_PIECE_SEALED);
+}
+
+bool
+pconn_piece_write_begin(struct pconn_torrent *t, uint32_t piece)
+{
+    _Atomic uint16_t *w = piece_word(t, piece);
+    if (!w)
+        return true;
+    uint16_t old = atomic_fetch_add(w, (uint16_t)1);
+    assert((old & PCONN_PIECE_WRITERS) != PCONN_PIECE_WRITERS);
+    if (old & PCONN_PIECE_SEALED) {
+        (void)atomic_fetch_sub(w, (uint16_t)1);
+        return false;
+    }
+    return true;
+}
+
+void
+pconn_piece_write_end(struct pconn_torrent *t, uint32_t piece)
+{
+    _Atomic uint16_t *w = piece_word(t, piece);
+    if (w)
+        (void)atomic_fetch_sub(w, (uint16_t)1);
+}
+
+int
+pconn_piece_wait_writers(const struct pconn_torrent *t, uint32_t piece,
+                         unsigned timeout_ms)
+{
+    _Atomic uint16_t *w = piece_word(t, piece);
+    if (!w)
+        return 0;
+    int64_t deadline_us = 0;
+    for (unsigned round = 0;; round++) {
+        if ((atomic_load(w) & PCONN_PIECE_WRITERS) == 0)
+            return 0;
+        /* A write is a pwritev() of a few blocks: yield a while first,
+         * then sleep in short steps (a slow disk). */
+        if (round < 64) {
+            sched_yield();
+            continue;
+        }
+        int64_t now = mono_us();
+        if (deadline_us == 0)
+            deadline_us = now + (int64_t)timeout_ms * 1000;
+        else if (now >= deadline_us)
+            return -ETIMEDOUT;
+        struct timespec ts = {0, 200 * 1000};
+        (void)nanosleep(&ts, NULL);
+    }
 }
 
 const char *
@@ -275,6 +370,12 @@ struct pc {
                                        * theoretical arrival time */
     int64_t pex_rx_ms;                /* when the last ut_pex was taken */
     bool pex_rx_any;
+
+    /* BEP 6 allowed fast */
+    uint32_t af[PCONN_ALLOWED_FAST_K]; /* the peer's canonical set */
+    size_t n_af;
+    uint16_t af_sent;                 /* bit k: ALLOWED_FAST af[k] sent */
+    uint32_t af_rx;                   /* the peer's ALLOWED_FAST taken */
 };
 
 static int64_t
@@ -573,15 +674,93 @@ out_ext_handshake(struct pc *pc)
         pc_fail(pc, r == -ENOMEM ? PCONN_R_NOMEM : PCONN_R_IO, r);
 }
 
-/* The peer's queued requests will not be served: reject them (fast) or
- * forget them. */
+/* ---- BEP 6 allowed fast ---------------------------------------------- */
+
+/* The peer's canonical allowed-fast set (empty without the fast
+ * extension or a piece count). */
+static void
+af_compute(struct pc *pc)
+{
+    pc->n_af = 0;
+    pc->af_sent = 0;
+    if (!(pc->features & WIRE_F_FAST) || pc->tor->wt.piece_count == 0)
+        return;
+    uint8_t ip[16];
+    size_t len = 0;
+    if (pc->addr.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)&pc->addr;
+        memcpy(ip, &a->sin_addr, 4);
+        len = 4;
+    } else if (pc->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)&pc->addr;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+            memcpy(ip, a->sin6_addr.s6_addr + 12, 4);
+            len = 4;
+        } else {
+            memcpy(ip, &a->sin6_addr, 16);
+            len = 16;
+        }
+    }
+    if (len == 0)
+        return;
+    int n = wire_allowed_fast(pc->af, PCONN_ALLOWED_FAST_K,
+                              pc->tor->info_hash, ip, len,
+                              pc->tor->wt.piece_count);
+    if (n > 0)
+        pc->n_af = (size_t)n;
+}
+
+/* Send ALLOWED_FAST for the pieces of the set we have now and have not
+ * announced yet.  After the bitfield only. */
+static void
+af_announce(struct pc *pc)
+{
+    if (!pc->bitfield_sent)
+        return;
+    for (size_t k = 0; k < pc->n_af; k++) {
+        if (pc->af_sent & (1u << k) || !have_piece(pc, pc->af[k]))
+            continue;
+        uint8_t m[WIRE_HAVE_LEN];
+        if (wire_put_have(m, sizeof(m), WIRE_ALLOWED_FAST, pc->af[k]) > 0)
+            out_append(pc, m, sizeof(m));
+        pc->af_sent |= (uint16_t)(1u << k);
+    }
+}
+
+/* Do we let the peer fetch piece i while we choke it? */
+static bool
+af_allowed(const struct pc *pc, uint32_t i)
+{
+    for (size_t k = 0; k < pc->n_af; k++)
+        if (pc->af[k] == i && pc->af_sent & (1u << k))
+            return true;
+    return false;
+}
+
+/* May we serve this request now? */
+static bool
+servable(const struct pc *pc, const struct wire_block *b)
+{
+    return pc->bitfield_sent && have_piece(pc, b->index) &&
+           (!pc->am_choking || af_allowed(pc, b->index));
+}
+
+/* The peer's queued requests that we will not serve now (we choke it,
+ * or they came before our bitfield): reject them (fast) or forget them.
+ * Allowed-fast ones stay. */
 static void
 reject_all(struct pc *pc)
 {
-    if (pc->features & WIRE_F_FAST)
-        for (size_t i = 0; i < pc->inq.n; i++)
+    size_t j = 0;
+    for (size_t i = 0; i < pc->inq.n; i++) {
+        if (servable(pc, &pc->inq.v[i])) {
+            pc->inq.v[j++] = pc->inq.v[i];
+            continue;
+        }
+        if (pc->features & WIRE_F_FAST)
             out_block(pc, WIRE_REJECT, &pc->inq.v[i]);
-    pc->inq.n = 0;
+    }
+    pc->inq.n = j;
 }
 
 /* sendfile() one span of the block in flight. */
@@ -626,8 +805,13 @@ send_span(void *arg, int fd, uint64_t file_offset, uint64_t len)
 static bool
 start_piece(struct pc *pc)
 {
-    if (pc->state != PC_ACTIVE || pc->am_choking || pc->inq.n == 0)
+    if (pc->state != PC_ACTIVE || !pc->bitfield_sent || pc->inq.n == 0)
         return false;
+    if (!servable(pc, &pc->inq.v[0])) {
+        reject_all(pc); /* (the queue holds servable ones only) */
+        if (pc->inq.n == 0)
+            return false;
+    }
     struct wire_block b = pc->inq.v[0];
     int64_t now_us = mono_us();
     uint64_t got = rate_take2(pc->tor->up, pc->cfg->up_global, b.length,
@@ -733,7 +917,8 @@ want_send(const struct pc *pc)
         return true;
     if (pc->piece_active || pc->out_off < pc->out.len)
         return true;
-    return pc->state == PC_ACTIVE && !pc->am_choking && pc->inq.n > 0 &&
+    /* While choking, the queue holds allowed-fast requests only. */
+    return pc->state == PC_ACTIVE && pc->bitfield_sent && pc->inq.n > 0 &&
            !pc->rate_wait_send;
 }
 
@@ -760,8 +945,10 @@ cmd_bitfield(struct pc *pc, struct chan_rec *rec)
     uint32_t set = 0;
     for (uint32_t i = 0; i < nbytes; i++)
         set += (uint32_t)__builtin_popcount(pc->have[i]);
-    if (pc->bitfield_sent)
-        return; /* a second one only updates what we serve */
+    if (pc->bitfield_sent) {
+        af_announce(pc); /* a second one only updates what we serve */
+        return;
+    }
     pc->bitfield_sent = true;
     if (pc->features & WIRE_F_FAST && set == count && count > 0)
         out_simple(pc, WIRE_HAVE_ALL); /* count 0: a magnet, have none */
@@ -786,6 +973,9 @@ cmd_bitfield(struct pc *pc, struct chan_rec *rec)
         if (wire_put_port(m, sizeof(m), pc->cfg->dht_port) > 0)
             out_append(pc, m, sizeof(m));
     }
+    af_compute(pc);
+    af_announce(pc);
+    reject_all(pc); /* requests that came before the bitfield */
 }
 
 static void
@@ -877,6 +1067,7 @@ handle_command(struct pc *pc, struct chan_rec *rec)
             if (wire_put_have(m, sizeof(m), WIRE_HAVE, v[i]) > 0)
                 out_append(pc, m, sizeof(m));
         }
+        af_announce(pc);
         break;
     }
     case PCONN_CMD_CHOKE:
@@ -956,7 +1147,12 @@ read_commands(struct pc *pc)
 
 /* ---- input ----------------------------------------------------------- */
 
-/* Write the run of contiguous blocks; on success they are done. */
+/* Write the run of contiguous blocks; on success they are done.  Each
+ * piece the run touches is entered as a writer first (peerconn.h,
+ * "Sealed pieces"): the blocks of a sealed piece are not written but
+ * reported dropped; the others go out in as few storage_writev() calls
+ * as the sealed ones allow (one, usually), and the pieces are left only
+ * once those returned. */
 static void
 run_flush(struct pc *pc)
 {
@@ -965,15 +1161,49 @@ run_flush(struct pc *pc)
     int n = pc->run_n;
     pc->run_n = 0;
     pc->run_len = 0;
-    int r = storage_writev(pc->tor->storage, pc->run_off, pc->run_iov, n);
+    struct pconn_torrent *t = pc->tor;
+    bool open[PCONN_WRITE_RUN]; /* per block: its piece is entered */
+    /* The run is contiguous: its pieces are consecutive, in order. */
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && pc->run_blk[i].index == pc->run_blk[i - 1].index)
+            open[i] = open[i - 1];
+        else
+            open[i] = pconn_piece_write_begin(t, pc->run_blk[i].index);
+    }
+    int r = 0;
+    for (int i = 0; i < n && r >= 0;) {
+        if (!open[i]) {
+            i++;
+            continue;
+        }
+        int j = i;
+        uint64_t off = (uint64_t)pc->run_blk[i].index * t->wt.piece_length +
+                       pc->run_blk[i].begin;
+        while (j < n && open[j])
+            j++;
+        r = storage_writev(t->storage, off, pc->run_iov + i, j - i);
+        i = j;
+    }
+    for (int i = 0; i < n; i++)
+        if (open[i] && (i == 0 || pc->run_blk[i].index !=
+                                      pc->run_blk[i - 1].index))
+            pconn_piece_write_end(t, pc->run_blk[i].index);
     if (r < 0) {
         pc_fail(pc, PCONN_R_STORAGE, r);
         return;
     }
-    batch_switch(pc, PCONN_EV_BLOCKS);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (!open[i]) {
+            /* Sealed: hashed now, or verified.  Never written. */
+            batch_switch(pc, PCONN_EV_DROPPED);
+            if (blocks_push(&pc->dropped, &pc->run_blk[i]) < 0)
+                pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+            continue;
+        }
+        batch_switch(pc, PCONN_EV_BLOCKS);
         if (blocks_push(&pc->done, &pc->run_blk[i]) < 0)
             pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+    }
 }
 
 static void
@@ -1003,7 +1233,14 @@ on_request(struct pc *pc, const struct wire_msg *m)
     struct wire_block b = {m->index, m->begin, m->length};
     bool fast = pc->features & WIRE_F_FAST;
     uint32_t reqq = cfg_ms(pc->cfg->reqq, PCONN_REQQ_DEFAULT);
-    if (pc->am_choking || !have_piece(pc, b.index) || pc->inq.n >= reqq) {
+    if (!pc->bitfield_sent) {
+        /* Nothing may go out before our bitfield, not even a reject:
+         * judged once it went (cmd_bitfield). */
+        if (pc->inq.n < reqq && blocks_push(&pc->inq, &b) < 0)
+            pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+        return;
+    }
+    if (!servable(pc, &b) || pc->inq.n >= reqq) {
         if (fast)
             out_block(pc, WIRE_REJECT, &b);
         return;
@@ -1185,6 +1422,7 @@ cmd_set_torrent(struct pc *pc, struct pconn_torrent *t)
     free(pc->have);
     pc->have = have; /* nothing announced yet: haves will be */
     pc->have_bytes = nbytes;
+    af_compute(pc); /* now with a piece count; sent as haves come */
     /* BEP 10: a later handshake updates; now with metadata_size. */
     if (pc->bitfield_sent && pc->features & WIRE_F_EXTENDED)
         out_ext_handshake(pc);
@@ -1297,6 +1535,22 @@ handle_msg(struct pc *pc, const struct wire_msg *m)
         }
         break;
     }
+    case WIRE_ALLOWED_FAST: {
+        /* BEP 6: a piece the peer lets us fetch while it chokes us (the
+         * reactor decides).  Without the fast extension, or past
+         * PCONN_ALLOWED_FAST_RX_MAX, ignored. */
+        if (!fast || pc->tor->wt.piece_count == 0 ||
+            pc->af_rx >= PCONN_ALLOWED_FAST_RX_MAX)
+            break;
+        pc->af_rx++;
+        struct chan_rec *rec = ev_single(pc, PCONN_EV_ALLOWED_FAST);
+        rec->p.u32[0] = m->index;
+        rec->count = 1;
+        break;
+    }
+    case WIRE_SUGGEST:
+        /* BEP 6: a hint, ignored (see peerconn.h). */
+        break;
     case WIRE_PORT: {
         struct chan_rec *rec = ev_single(pc, PCONN_EV_PORT);
         rec->p.u16[0] = m->port;
@@ -1336,7 +1590,7 @@ handle_msg(struct pc *pc, const struct wire_msg *m)
         rec->ptr_free = free;
         break;
     }
-    default: /* suggest, allowed fast: not used */
+    default:
         break;
     }
 }

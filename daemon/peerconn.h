@@ -29,12 +29,28 @@
  * exactly one of: PCONN_EV_BLOCKS, PCONN_EV_DROPPED (rejected; choked
  * without the fast extension; the queue is full), PCONN_CMD_CANCEL by the
  * reactor (a late block is then ignored, never written), or the end of
- * the connection.  Upload: the thread queues the peer's requests (at most
+ * the connection.  A block of a sealed piece (see "Sealed pieces" below)
+ * is never written: it is reported in PCONN_EV_DROPPED.  Upload: the
+ * thread queues the peer's requests (at most
  * cfg->reqq) for pieces in the set the reactor announced (bitfield and
  * haves), serves them itself while unchoked, with sendfile() from the
  * storage spans, within the rate buckets, and reports bytes sent in
  * PCONN_EV_UPLOADED batches.  While choking, requests are rejected (fast
- * extension) or dropped.
+ * extension) or dropped, but for the allowed-fast set below.
+ *
+ * BEP 6 allowed fast.  With the fast extension, the thread computes the
+ * peer's canonical set of PCONN_ALLOWED_FAST_K pieces (wire_allowed_fast()
+ * for its IP) and sends ALLOWED_FAST for those of them we have (after the
+ * bitfield, and as haves make more of them ours); it serves requests for
+ * those even while choking the peer.  The peer's ALLOWED_FAST messages
+ * (at most PCONN_ALLOWED_FAST_RX_MAX per connection) become
+ * PCONN_EV_ALLOWED_FAST: the reactor may request those pieces while the
+ * peer chokes us (PCONN_CMD_REQUEST is sent while choked when the fast
+ * extension is on).  SUGGEST is ignored: a hint only, and the picker's
+ * rarest-first order serves the swarm better than one peer's cache.
+ * Bitfield first: a request that comes before our bitfield went out is
+ * queued and judged (served or rejected) only once it did, so that no
+ * REJECT ever goes out before the bitfield.
  *
  * Magnet links: a torrent object from pconn_torrent_new_magnet() has
  * only the info-hash (no metadata, no storage, piece_count 0): the thread
@@ -73,6 +89,33 @@
  * with MSG_MORE so it shares a segment with the block.  A sendfile cut
  * short by a full socket is resumed at the next POLLOUT by walking the
  * remaining range again (the fd cache hands out the same descriptor).
+ *
+ * Sealed pieces.  End-game asks two peers for one block; peer A's copy
+ * completes the piece, the reactor queues its hash job and sends CANCEL
+ * to peer B, but B's copy may reach B's thread first: without more, B's
+ * thread would write it while the piece is being hashed or after it
+ * passed (a liar would overwrite verified data; a snubbed peer whose
+ * requests were given to others, never cancelled, too).  So each piece
+ * has one atomic word in struct pconn_torrent, shared by the threads:
+ * PCONN_PIECE_SEALED and a count of writers in flight
+ * (PCONN_PIECE_WRITERS).  The protocol, all seq_cst on that one word:
+ *   - a peer thread, before it writes blocks of a piece:
+ *     pconn_piece_write_begin() (fetch_add 1); if the word was sealed it
+ *     undoes the add and drops the blocks (PCONN_EV_DROPPED, never
+ *     written), else it writes them and calls pconn_piece_write_end()
+ *     (fetch_sub 1) once storage_writev() returned;
+ *   - the reactor seals a piece (pconn_piece_seal(), fetch_or) before it
+ *     queues the piece's hash job, unseals it (pconn_piece_unseal()) when
+ *     the hash fails, and keeps it sealed once it passed (a verified
+ *     piece is never written again); at start it seals the pieces it has;
+ *   - the hash job, before it reads the piece, waits (bounded) until no
+ *     writer is in flight (pconn_piece_wait_writers()).
+ * A writer whose add comes after the seal in the word's modification
+ * order sees the seal and drops; one whose add came before is counted,
+ * and the hash job waits for its end (which publishes its pwrite).  A
+ * thread holds at most one count per piece, and there are at most
+ * 10000 peers (config max_peers), so 15 bits of count never overflow.
+ * Memory: two bytes per piece.
  *
  * The end: the thread publishes PCONN_EV_CLOSED (reason, detail), closes
  * its socket and the write end of its event pipe (the reactor sees end of
@@ -125,6 +168,9 @@ struct storage;
 #define PCONN_UPLOAD_FLUSH (1u << 20) /* report upload every 1 MiB ... */
 #define PCONN_UPLOAD_FLUSH_MS 200     /* ... or after this long */
 #define PCONN_RECV_ROUNDS 8           /* recv() calls per wake-up */
+#define PCONN_ALLOWED_FAST_K 10       /* BEP 6: pieces we let a peer that
+                                       * we choke fetch */
+#define PCONN_ALLOWED_FAST_RX_MAX 32  /* the peer's ALLOWED_FAST taken */
 
 /* BEP 9 / BEP 11 (common/ext.h).  Our ids for the extended messages, told
  * in our extension handshake "m" (the values libtorrent uses); the peer's
@@ -185,6 +231,9 @@ struct pconn_torrent {
     struct rate_bucket *up;        /* borrowed, NULL: unlimited */
     struct rate_bucket *down;
     struct wire_torrent wt;        /* piece count and sizes */
+    _Atomic uint16_t *pieces;      /* owned: per piece, PCONN_PIECE_SEALED
+                                    * | writers in flight (see "Sealed
+                                    * pieces"); NULL for a magnet */
     void (*release)(struct pconn_torrent *t, void *arg);
     void *release_arg;
 };
@@ -209,6 +258,30 @@ int pconn_torrent_new_magnet(struct pconn_torrent **ret,
 struct pconn_torrent *pconn_torrent_ref(struct pconn_torrent *t);
 /* Drop a reference (NULL is fine).  Any thread; see above. */
 void pconn_torrent_unref(struct pconn_torrent *t);
+
+/* Sealed pieces (see the top of this file).  piece out of range (or a
+ * magnet's torrent object) is ignored: seal and unseal do nothing, a
+ * write may begin, the wait returns 0. */
+#define PCONN_PIECE_SEALED 0x8000u
+#define PCONN_PIECE_WRITERS 0x7fffu
+#define PCONN_WAIT_WRITERS_MS 10000 /* the hash job's bound */
+
+/* Seal / unseal a piece.  Thread: reactor (the torrent's owner). */
+void pconn_piece_seal(struct pconn_torrent *t, uint32_t piece);
+void pconn_piece_unseal(struct pconn_torrent *t, uint32_t piece);
+/* Is the piece sealed?  Any thread. */
+bool pconn_piece_sealed(const struct pconn_torrent *t, uint32_t piece);
+/* A writer of blocks of piece begins: true (write, then call
+ * pconn_piece_write_end()), or false: the piece is sealed, do not write
+ * (and do not call _end).  Thread: peer (tests: any). */
+bool pconn_piece_write_begin(struct pconn_torrent *t, uint32_t piece);
+void pconn_piece_write_end(struct pconn_torrent *t, uint32_t piece);
+/* Wait until no writer of piece is in flight: yields, then sleeps in
+ * short steps, for at most timeout_ms.  Returns 0, or -ETIMEDOUT (a
+ * write is stuck: do not trust the piece's data).  Call it after the
+ * seal.  Thread: any but the reactor (it blocks): the hash workers. */
+int pconn_piece_wait_writers(const struct pconn_torrent *t, uint32_t piece,
+                             unsigned timeout_ms);
 
 /* Why a connection ended: the reason of PCONN_EV_CLOSED and of
  * peer on_closed(); detail is -errno, an enum wire_error, or 0. */
@@ -265,6 +338,8 @@ enum pconn_event {
     PCONN_EV_METADATA_REJECT, /* p.u32[0] piece */
     PCONN_EV_PEX,             /* ptr: struct ext_pex_msg (owned; its
                                * ptr_free is ext_pex_msg_free) */
+    PCONN_EV_ALLOWED_FAST,    /* count piece indices in p.u32 (<= 8) the
+                               * peer lets us fetch while choked (BEP 6) */
     PCONN_EV_MAX
 };
 

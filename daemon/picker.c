@@ -925,6 +925,38 @@ picker_pick(struct picker *p, int peer, struct picker_block *out, size_t max)
     return (int)n;
 }
 
+int
+picker_pick_from(struct picker *p, int peer, const uint32_t *pieces,
+                 size_t n_pieces, struct picker_block *out, size_t max)
+{
+    const struct ppeer *pe = peer_get(p, peer);
+    if (!pe || max == 0 || !pieces)
+        return 0;
+    size_t n = 0;
+    /* Two passes: partial pieces first, so they complete. */
+    for (int pass = 0; pass < 2 && n < max; pass++) {
+        for (size_t k = 0; k < n_pieces && n < max; k++) {
+            uint32_t i = pieces[k];
+            if (i >= p->n || p->prio[i] == 0 || !peer_has(pe, i))
+                continue;
+            struct dl *d = NULL;
+            if (pass == 0 && p->state[i] == P_ACTIVE) {
+                d = p->dl[i];
+                if (d->list != L_FREE || claimed_by_other(p, d, peer))
+                    continue;
+            } else if (pass == 1 && p->state[i] == P_IDLE) {
+                d = activate(p, i, -1);
+                if (!d)
+                    return n ? (int)n : -ENOMEM;
+            } else {
+                continue;
+            }
+            n += take_blocks(p, d, peer, out + n, max - n);
+        }
+    }
+    return (int)n;
+}
+
 unsigned
 picker_pipeline_depth(uint64_t rate_bytes_per_s, unsigned reqq, unsigned rtt_ms)
 {

@@ -203,6 +203,14 @@ int picker_request_timeout(struct picker *p, int peer, uint32_t piece,
 int picker_pick(struct picker *p, int peer, struct picker_block *out,
                 size_t max);
 
+/* As picker_pick(), but only among pieces[0..n) (BEP 6 allowed fast:
+ * the pieces a peer that chokes us lets us fetch): the peer's partial
+ * pieces of the set first, then new ones, in the order given; pieces we
+ * have, do not want, the peer lacks, or a fast peer claimed are skipped;
+ * no end-game.  O(n + blocks picked).  Returns as picker_pick(). */
+int picker_pick_from(struct picker *p, int peer, const uint32_t *pieces,
+                     size_t n, struct picker_block *out, size_t max);
+
 /* How many requests to keep outstanding to a peer that sends us
  * rate_bytes_per_s, advertises reqq (0 = PICKER_REQQ_DEFAULT) and answers
  * in rtt_ms: enough blocks for PICKER_PIPELINE_MS plus one round trip of

@@ -159,6 +159,15 @@ void session_torrent_unref(struct torrent *t);
 void session_watch_add(void *arg, struct meta_info *meta, uint8_t *raw,
                        size_t len, const char *path, void *token);
 
+/* BEP 9: the engine fetched and checked the metadata of magnet t: meta and
+ * raw[0..len) (a .torrent: the info dictionary and the magnet's trackers)
+ * are taken.  t becomes a full torrent as if its .torrent had been added
+ * (saved in the state directory through the io worker, the .magnet
+ * removed, state metadata -> downloading or a check). */
+void session_metadata_received(struct session *s, struct torrent *t,
+                               struct meta_info *meta, uint8_t *raw,
+                               size_t len);
+
 /* --- dht_rpc.c: dht.status, dht.get_peers, dht.announce --- */
 void session_m_dht_status(struct session *s, struct rpc_call *call,
                           struct json_object *params);

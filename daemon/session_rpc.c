@@ -399,6 +399,19 @@ add_upgrade(struct session *s, struct torrent *t, struct meta_info *meta,
         session_quick_check(s, t); /* its data may be on disk already */
 }
 
+void
+session_metadata_received(struct session *s, struct torrent *t,
+                          struct meta_info *meta, uint8_t *raw, size_t len)
+{
+    if (t->meta || t->removed || s->stopping ||
+        memcmp(meta->info_hash, t->info_hash, sizeof(t->info_hash)) != 0) {
+        meta_free(meta);
+        free(raw);
+        return;
+    }
+    add_upgrade(s, t, meta, raw, len);
+}
+
 /* The torrent is there already: answer once its add is durable. */
 static void
 add_exists(struct session *s, struct rpc_call *call, struct torrent *t,
@@ -1214,11 +1227,7 @@ m_torrent_add_peer(struct session *s, struct rpc_call *call,
                       "\"[ipv6]:port\"");
         return;
     }
-    if (!t->meta) {
-        rpc_call_fail(call, RPC_E_INVALID_STATE, NULL,
-                      "torrent %" PRIu32 " has no metadata yet", t->id);
-        return;
-    }
+    /* A magnet too: its peers give the metadata (BEP 9). */
     int r = engine_add_peer(s->engine, t, (struct sockaddr *)&ss, len);
     if (r < 0 && r != -EEXIST) {
         rpc_call_fail(call, RPC_INTERNAL_ERROR, NULL, "cannot add the peer: %s",

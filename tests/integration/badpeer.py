@@ -14,9 +14,22 @@ requests (blocks of at most 128 KiB inside the torrent) until the peer
 closes, and ignores everything else (have, interested, keep-alive, BEP 10
 messages...).  It never downloads.  Its lifetime is bounded (--timeout).
 
+--fast-choked 1,4 speaks the fast extension (BEP 6), never unchokes, sends
+ALLOWED_FAST for those pieces, serves requests for them and rejects the
+others.
+
+--lack 3,9 leaves those pieces out of its bitfield (it is then no seed,
+and a seeding leecher keeps the connection).  --late holds every request
+unanswered and answers those of a piece (corrupt if the piece is in
+--corrupt) only when the peer announces that piece with HAVE: the copy
+of a block that a leecher took from someone else, verified, and still
+has a request for (a "snubbed" peer's requests are given to others
+without a CANCEL), the worst time for bad data to come.
+
 Usage:
   badpeer.py --torrent F.torrent --data PATH --listen 127.0.0.9:PORT
              [--corrupt 0,3,7 | --honest] [--connect IP:PORT ...]
+             [--lack 3,9] [--late] [--fast-choked 1,4]
              [--timeout S] [--verbose]
 PATH is the file of a single-file torrent, or the directory that holds a
 multi-file torrent's top directory's files (i.e. PATH/<file path...>).
@@ -171,8 +184,12 @@ def recv_exact(sock, n):
 
 class Conn(threading.Thread):
     def __init__(self, sock, peer, direction, torrent, corrupt, verbose,
-                 peer_id):
+                 peer_id, lack=frozenset(), late=False, fast_choked=None):
         super().__init__(daemon=True)
+        self.fast_choked = fast_choked   # None, or the allowed-fast set
+        self.lack = lack
+        self.late = late
+        self.held = []   # --late: requests not answered yet
         self.sock = sock
         self.peer = peer
         self.direction = direction
@@ -189,7 +206,9 @@ class Conn(threading.Thread):
         self.sock.sendall(struct.pack(">IB", 1 + len(payload), mid) + payload)
 
     def handshake(self):
-        self.sock.sendall(bytes([len(PSTR)]) + PSTR + bytes(8) +
+        reserved = bytes(7) + (b"\x04" if self.fast_choked is not None
+                               else b"\x00")
+        self.sock.sendall(bytes([len(PSTR)]) + PSTR + reserved +
                           self.t.info_hash + self.peer_id)
         n = recv_exact(self.sock, 1)[0]
         pstr = recv_exact(self.sock, n)
@@ -206,6 +225,9 @@ class Conn(threading.Thread):
         bf = bytearray(b"\xff" * ((n + 7) // 8))
         if n % 8:
             bf[-1] = (0xFF << (8 - n % 8)) & 0xFF
+        for i in self.lack:
+            if i < n:
+                bf[i // 8] &= ~(0x80 >> (i % 8)) & 0xFF
         return bytes(bf)
 
     def serve(self, index, begin, length):
@@ -237,7 +259,11 @@ class Conn(threading.Thread):
             self.sock.settimeout(120)
             self.handshake()
             self.send_msg(5, self.bitfield())
-            self.send_msg(1)  # unchoke
+            if self.fast_choked is None:
+                self.send_msg(1)  # unchoke
+            else:
+                for i in sorted(self.fast_choked):
+                    self.send_msg(0x11, struct.pack(">I", i))
             while True:
                 (n,) = struct.unpack(">I", recv_exact(self.sock, 4))
                 if n == 0:
@@ -246,8 +272,23 @@ class Conn(threading.Thread):
                     raise ValueError("message of %d bytes" % n)
                 msg = recv_exact(self.sock, n)
                 mid = msg[0]
-                if mid == 6 and n == 13:
+                if mid == 6 and n == 13 and self.late:
+                    self.held.append(struct.unpack(">III", msg[1:13]))
+                    emit("held", peer=self.peer, n=len(self.held))
+                elif mid == 6 and n == 13 and self.fast_choked is not None \
+                        and struct.unpack(">I", msg[1:5])[0] not in \
+                        self.fast_choked:
+                    self.send_msg(0x10, msg[1:13])  # reject
+                    emit("rejected", peer=self.peer,
+                         piece=struct.unpack(">I", msg[1:5])[0])
+                elif mid == 6 and n == 13:
                     self.serve(*struct.unpack(">III", msg[1:13]))
+                elif mid == 4 and n == 5 and self.late:
+                    (piece,) = struct.unpack(">I", msg[1:5])
+                    now = [r for r in self.held if r[0] == piece]
+                    self.held = [r for r in self.held if r[0] != piece]
+                    for r in now:
+                        self.serve(*r)
                 elif mid == 7:
                     raise ValueError("a seeder was sent a piece")
                 # choke, unchoke, interested, not interested, have,
@@ -284,6 +325,12 @@ def main():
     g.add_argument("--corrupt", default="",
                    help="comma-separated piece indices to corrupt")
     g.add_argument("--honest", action="store_true")
+    ap.add_argument("--lack", default="",
+                    help="comma-separated pieces left out of the bitfield")
+    ap.add_argument("--fast-choked", default=None,
+                    help="BEP 6: choke, allow fast these pieces only")
+    ap.add_argument("--late", action="store_true",
+                    help="answer requests of a piece only after its HAVE")
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
@@ -291,6 +338,9 @@ def main():
     t = Torrent(a.torrent, a.data)
     corrupt = set() if a.honest else {int(x) for x in a.corrupt.split(",")
                                        if x.strip()}
+    lack = frozenset(int(x) for x in a.lack.split(",") if x.strip())
+    fast_choked = None if a.fast_choked is None else frozenset(
+        int(x) for x in a.fast_choked.split(",") if x.strip())
     peer_id = b"-BP0001-" + os.urandom(6).hex().encode()
     stop = threading.Event()
     reason = {"r": "timeout"}
@@ -305,7 +355,8 @@ def main():
         with _lock:
             totals["connections"] += 1
         emit("connected", peer=peer, direction=direction)
-        Conn(sock, peer, direction, t, corrupt, a.verbose, peer_id).start()
+        Conn(sock, peer, direction, t, corrupt, a.verbose, peer_id,
+             lack, a.late, fast_choked).start()
 
     srv = None
     if a.listen:

@@ -84,6 +84,9 @@ def main():
                     help="outgoing encryption policy (incoming: enabled)")
     ap.add_argument("--no-upload", action="store_true",
                     help="a leecher that never uploads (upload_rate_limit=1)")
+    ap.add_argument("--dht", action="append", default=[],
+                    help="IP:PORT of a loopback DHT node: DHT on, "
+                         "bootstrapping from these nodes only")
     a = ap.parse_args()
 
     ip, port = parse_addr(a.listen)
@@ -122,7 +125,24 @@ def main():
     }
     if a.no_upload:
         settings["upload_rate_limit"] = 1
+    for n in a.dht:
+        if not parse_addr(n)[0].startswith("127."):
+            emit("error", message="refusing a non-loopback DHT node: " + n)
+            return 2
+    if a.dht:
+        # A loopback DHT (TESTING.md): no public routers, no routing
+        # restrictions for nodes sharing a /24, high rate limits.
+        settings.update({
+            "enable_dht": True,
+            "dht_restrict_routing_ips": False,
+            "dht_restrict_search_ips": False,
+            "dht_block_ratelimit": 10000,
+            "dht_upload_rate_limit": 10000000,
+            "dht_announce_interval": 5,
+        })
     ses = lt.session(settings)
+    for n in a.dht:
+        ses.add_dht_node(parse_addr(n))
 
     info = lt.torrent_info(a.torrent)
     atp = lt.add_torrent_params()

@@ -936,10 +936,10 @@ class BadPeer(_JsonLinesProc):
         return "%s:%d" % (self.ip, self.port)
 
     def start(self, torrent, data_path, corrupt=(), connect=(),
-              timeout=None, verbose=False):
+              timeout=None, verbose=False, extra=()):
         argv = [SYSTEM_PYTHON, "-u", BADPEER, "--torrent", str(torrent),
                 "--data", str(data_path), "--listen", self.peer_address(),
-                "--timeout", str(timeout or self.bound - 5)]
+                "--timeout", str(timeout or self.bound - 5)] + list(extra)
         if corrupt:
             argv += ["--corrupt", ",".join(str(p) for p in corrupt)]
         else:

@@ -358,6 +358,76 @@ def test_corrupt_peer_is_banned(workdir):
     bad.stop()
 
 
+def test_late_corrupt_copy_never_overwrites_verified(workdir):
+    """A peer sits on our requests until they are given to others (no
+    CANCEL is sent for those), then, right after each piece is verified
+    (our HAVE), sends its copies of them, corrupt.  The peer thread must
+    not write them over the verified data (the piece is sealed,
+    peerconn.h): the file stays byte-identical and a full torrent.verify
+    finds every piece.  ~35 s: ENGINE_REQUEST_TIMEOUT_MS is 30 s."""
+    size = 4 << 20
+    data, tor = big_torrent(workdir, size, pow_=16)
+    npieces = size // 65536
+    liar = BadPeer(workdir).start(tor, data, corrupt=range(npieces),
+                                  extra=["--late", "--lack",
+                                         str(npieces - 1)])
+    leech = started(workdir, "leech")
+    h = leech.add(tor)
+    leech.add_peer(h, liar.peer_address())
+    liar.wait_event("held", 30)
+
+    def liar_requests():
+        for p in leech.call("torrent.peers", torrent=h)["peers"]:
+            if p["address"] == liar.peer_address():
+                return p["requests"]
+        return None
+    # Snubbed: its requests go to others (its thread still has them).
+    wait_until(lambda: liar_requests() == 0, 60, 0.2, "the snub")
+    s, _ = seeder_for(workdir, tor, data)
+    leech.add_peer(h, s.peer_address())
+    leech.wait_complete(h, 120)
+    # The liar answers its held requests as the HAVEs come.
+    liar.wait_event("served", 30, lambda ev: ev["corrupt"])
+    time.sleep(2)
+    assert files_equal(data, os.path.join(leech.download_dir, "big.bin"))
+    # Its copies reached a live connection (else nothing was tested).
+    assert liar_requests() is not None, "the liar was dropped"
+    leech.call("torrent.stop", torrent=h)
+    leech.call("torrent.verify", torrent=h)
+    wait_until(lambda: leech.get(h)["state"] != "checking", 60, 0.1)
+    assert leech.get(h)["have_bytes"] == size
+    leech.stop()
+    s.stop()
+    liar.stop()
+
+
+def test_allowed_fast_from_choking_peer(workdir):
+    """BEP 6: a peer that never unchokes us but sends ALLOWED_FAST for
+    three pieces (and rejects requests for others): torrentd fetches and
+    verifies those three from it while choked; an honest seeder then
+    gives the rest, byte-identical."""
+    size = 2 << 20
+    data, tor = big_torrent(workdir, size, pow_=16)
+    allowed = [3, 17, 30]
+    fp = BadPeer(workdir).start(tor, data, extra=[
+        "--fast-choked", ",".join(str(i) for i in allowed)])
+    leech = started(workdir, "leech")
+    h = leech.add(tor)
+    leech.add_peer(h, fp.peer_address())
+    wait_until(lambda: leech.get(h)["have_bytes"] >= len(allowed) * 65536,
+               60, 0.1, "the allowed-fast pieces")
+    peers_ = leech.call("torrent.peers", torrent=h)["peers"]
+    assert peers_[0]["choking_us"] is True, peers_
+    assert leech.get(h)["have_bytes"] == len(allowed) * 65536
+    s, _ = seeder_for(workdir, tor, data)
+    leech.add_peer(h, s.peer_address())
+    leech.wait_complete(h, 60)
+    assert files_equal(data, os.path.join(leech.download_dir, "big.bin"))
+    leech.stop()
+    s.stop()
+    fp.stop()
+
+
 def test_download_rate_limit(workdir):
     """A per-torrent download limit of 2 MB/s, measured over ~10 s."""
     size = 64 << 20

@@ -5,8 +5,12 @@
  * for byte.  Also: a wrong info-hash is refused (both directions),
  * garbage closes the connection with a reason, peer_close() in the middle
  * of a transfer (inside the peer's own callback), and peer_table_free()
- * with transfers in flight.  Each test is bounded by an ev_timer and by
- * alarm(), so a hang fails instead of blocking CI.
+ * with transfers in flight.  Sealed pieces: blocks of a sealed piece are
+ * dropped, never written, and the writer count makes the hash side wait
+ * for writes begun before the seal.  BEP 6: allowed-fast pieces served
+ * while choked, and a request before our bitfield answered after it.
+ * Each test is bounded by an ev_timer and by alarm(), so a hang fails
+ * instead of blocking CI.
  *
  * TD_PEERCONN_MB=N makes the transfer test move N MiB and print MB/s. */
 #include <errno.h>
@@ -14,9 +18,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -86,6 +92,14 @@ struct side {
     bool flood;                  /* leecher: too many commands at once */
     int flood_ok, flood_reset, flood_shut;
     uint64_t break_after;        /* ev_break after this many blocks */
+    bool no_unchoke;             /* seeder: never unchokes */
+    bool af_test;                /* leecher: fetch the allowed-fast set */
+    uint32_t af[PCONN_ALLOWED_FAST_RX_MAX];
+    size_t n_af, af_blocks, af_dropped;
+    bool af_asked;
+    bool seal_test;              /* leecher: pieces 0 and 5 sealed */
+    size_t sealed_dropped;       /* blocks of sealed pieces dropped */
+    bool unsealed;
 };
 
 struct ctx {
@@ -309,6 +323,8 @@ cb_handshake(void *ud, struct peer *p, const uint8_t *peer_id,
         assert_int_equal(peer_send_bitfield(p, NULL, 0), 0);
         if (!s->idle && !s->flood)
             assert_int_equal(peer_interested(p), 0);
+        if (s->af_test)
+            return; /* requests once the allowed-fast set came */
         for (int i = 0; s->flood && i < 2 * CHAN_CREDIT; i++) {
             int r = i % 2 ? peer_not_interested(p) : peer_interested(p);
             if (r == 0)
@@ -352,6 +368,8 @@ cb_have_all(void *ud, struct peer *p)
 }
 
 static void fill_pipeline(struct side *s, struct peer *p);
+static void seal_check(struct side *s, struct peer *p);
+static void af_check(struct side *s, struct peer *p);
 
 static void
 cb_have(void *ud, struct peer *p, const uint32_t *pieces, size_t n)
@@ -412,7 +430,7 @@ cb_interested(void *ud, struct peer *p)
     struct side *s = ud;
     late(s, p);
     s->interested++;
-    if (s->seeder)
+    if (s->seeder && !s->no_unchoke)
         assert_int_equal(peer_unchoke(p), 0);
 }
 
@@ -450,6 +468,80 @@ cb_blocks_done(void *ud, struct peer *p, const struct wire_block *b,
         return;
     }
     fill_pipeline(s, p);
+    seal_check(s, p);
+    af_check(s, p);
+}
+
+/* The seal test: once every block not of a sealed piece is written and
+ * every block of one dropped, nothing of the sealed pieces was written
+ * (they still hold the leecher's own pattern); then unseal them and
+ * fetch them. */
+static void
+seal_check(struct side *s, struct peer *p)
+{
+    if (!s->seal_test || s->unsealed || s->inflight ||
+        s->blocks_done + s->sealed_dropped < s->n_all)
+        return;
+    static const uint32_t sealed[] = {0, 5};
+    uint8_t *buf = malloc(PIECE_LEN);
+    assert_non_null(buf);
+    for (size_t k = 0; k < 2; k++) {
+        uint32_t len = meta_piece_size(s->meta, sealed[k]);
+        assert_int_equal(storage_read(s->st, (uint64_t)sealed[k] * PIECE_LEN,
+                                      buf, len),
+                         0);
+        for (uint32_t i = 0; i < len; i++)
+            if (buf[i] != 0xEE)
+                fail_msg("sealed piece %u written at %u", sealed[k], i);
+        pconn_piece_unseal(s->tor, sealed[k]);
+    }
+    free(buf);
+    s->unsealed = true;
+    while (s->n_parked)
+        s->todo[s->n_todo++] = s->parked[--s->n_parked];
+    fill_pipeline(s, p);
+}
+
+/* The allowed-fast test: every block of the set came while choked, and
+ * the one request outside it was rejected. */
+static void
+af_check(struct side *s, struct peer *p)
+{
+    if (s->af_test && s->af_asked && s->inflight == 0 &&
+        s->blocks_done == s->af_blocks && s->af_dropped == 1)
+        peer_close(p);
+}
+
+static void
+cb_allowed_fast(void *ud, struct peer *p, const uint32_t *pieces, size_t n)
+{
+    struct side *s = ud;
+    late(s, p);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(s->n_af < PCONN_ALLOWED_FAST_RX_MAX);
+        s->af[s->n_af++] = pieces[i];
+    }
+    if (!s->af_test || s->af_asked || s->n_af < PCONN_ALLOWED_FAST_K)
+        return;
+    /* Every block of the set, and one of a piece outside it. */
+    s->af_asked = true;
+    s->n_todo = 0;
+    uint32_t outside = UINT32_MAX;
+    for (size_t i = s->n_all; i > 0; i--) {
+        const struct wire_block *b = &s->all[i - 1];
+        bool in = false;
+        for (size_t k = 0; k < s->n_af; k++)
+            in |= s->af[k] == b->index;
+        if (in) {
+            s->todo[s->n_todo++] = *b;
+            s->af_blocks++;
+        } else if (outside == UINT32_MAX) {
+            outside = b->index;
+            s->todo[s->n_todo++] = *b;
+        }
+    }
+    assert_true(outside != UINT32_MAX);
+    fill_pipeline(s, p);
 }
 
 static void
@@ -457,6 +549,23 @@ cb_dropped(void *ud, struct peer *p, const struct wire_block *b, size_t n)
 {
     struct side *s = ud;
     late(s, p);
+    if (s->af_test) {
+        s->af_dropped += n;
+        s->inflight -= n;
+        af_check(s, p);
+        return;
+    }
+    if (s->seal_test) {
+        for (size_t i = 0; i < n; i++) {
+            assert_true(pconn_piece_sealed(s->tor, b[i].index));
+            s->sealed_dropped++;
+            s->parked[s->n_parked++] = b[i];
+        }
+        s->inflight -= n;
+        fill_pipeline(s, p);
+        seal_check(s, p);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         s->dropped++;
         if (b[i].index == 0 && !s->seen_piece0)
@@ -521,6 +630,7 @@ static const struct peer_callbacks callbacks = {
     .on_dropped = cb_dropped,
     .on_uploaded = cb_uploaded,
     .on_closed = cb_closed,
+    .on_allowed_fast = cb_allowed_fast,
 };
 
 /* ---- the loop -------------------------------------------------------- */
@@ -1019,6 +1129,316 @@ test_self(void **state)
     ctx_release(&c);
 }
 
+/* Sealed pieces (peerconn.h): the leecher's pieces 0 and 5 are sealed
+ * (as if being hashed, or verified) and hold its own data; it asks for
+ * every block.  The blocks of 0 and 5 must come back dropped and leave
+ * the data alone; once unsealed they are written like the others.
+ * Without the seal the peer thread would overwrite "verified" data. */
+static void
+test_sealed_piece_not_written(void **state)
+{
+    (void)state;
+    struct ctx c;
+    uint64_t total = (1u << 20) + 12345;
+    ctx_init(&c, "data", "data", total);
+    struct side *l = &c.leech;
+    l->seal_test = true;
+    static const uint32_t sealed[] = {0, 5};
+    uint8_t *buf = malloc(PIECE_LEN);
+    assert_non_null(buf);
+    memset(buf, 0xEE, PIECE_LEN);
+    for (size_t k = 0; k < 2; k++) {
+        assert_int_equal(storage_write(l->st, (uint64_t)sealed[k] * PIECE_LEN,
+                                       buf, PIECE_LEN),
+                         0);
+        pconn_piece_seal(l->tor, sealed[k]);
+        assert_true(pconn_piece_sealed(l->tor, sealed[k]));
+    }
+    free(buf);
+    assert_false(pconn_piece_sealed(l->tor, 1));
+    assert_int_equal(peer_connect(l->tab, l->tor, (struct sockaddr *)&c.laddr,
+                                  sizeof(c.laddr), NULL),
+                     0);
+    run(&c, 2);
+    assert_true(l->unsealed);
+    assert_int_equal(l->sealed_dropped, 2 * (PIECE_LEN / WIRE_BLOCK_SIZE));
+    assert_int_equal(l->blocks_done, l->n_all);
+    uint8_t *a = malloc(total), *b = malloc(total);
+    assert_int_equal(storage_read(c.seed.st, 0, a, total), 0);
+    assert_int_equal(storage_read(l->st, 0, b, total), 0);
+    assert_memory_equal(a, b, total);
+    free(a);
+    free(b);
+    ctx_release(&c);
+}
+
+/* The writer count: a write that began before the seal is waited for;
+ * one that begins after it is refused. */
+struct writer_arg {
+    struct pconn_torrent *tor;
+    atomic_int phase; /* 1: began; 2: may end */
+};
+
+static void *
+writer_main(void *arg)
+{
+    struct writer_arg *w = arg;
+    assert_true(pconn_piece_write_begin(w->tor, 3));
+    atomic_store(&w->phase, 1);
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL); /* a slow write */
+    pconn_piece_write_end(w->tor, 3);
+    return NULL;
+}
+
+static void
+test_seal_waits_for_writers(void **state)
+{
+    (void)state;
+    struct meta_info *m = make_meta("w", 1u << 20);
+    struct pconn_torrent *t = NULL;
+    assert_int_equal(pconn_torrent_new(&t, m, NULL, NULL, NULL, NULL, NULL),
+                     0);
+    /* Out of range: ignored. */
+    pconn_piece_seal(t, m->n_pieces);
+    assert_false(pconn_piece_sealed(t, m->n_pieces));
+    assert_true(pconn_piece_write_begin(t, m->n_pieces));
+    assert_int_equal(pconn_piece_wait_writers(t, m->n_pieces, 0), 0);
+
+    /* Two writers, then the seal: a third is refused; the wait times out
+     * while they write and returns once they are done. */
+    assert_true(pconn_piece_write_begin(t, 2));
+    assert_true(pconn_piece_write_begin(t, 2));
+    pconn_piece_seal(t, 2);
+    assert_false(pconn_piece_write_begin(t, 2));
+    assert_int_equal(pconn_piece_wait_writers(t, 2, 20), -ETIMEDOUT);
+    pconn_piece_write_end(t, 2);
+    assert_int_equal(pconn_piece_wait_writers(t, 2, 20), -ETIMEDOUT);
+    pconn_piece_write_end(t, 2);
+    assert_int_equal(pconn_piece_wait_writers(t, 2, 20), 0);
+    assert_false(pconn_piece_write_begin(t, 2));
+    pconn_piece_unseal(t, 2);
+    assert_true(pconn_piece_write_begin(t, 2));
+    pconn_piece_write_end(t, 2);
+    assert_false(pconn_piece_sealed(t, 2));
+
+    /* Another thread's write in flight when the seal comes. */
+    struct writer_arg w = {.tor = t};
+    atomic_init(&w.phase, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
+    while (atomic_load(&w.phase) == 0)
+        sched_yield();
+    pconn_piece_seal(t, 3);
+    double t0 = now_s();
+    assert_int_equal(pconn_piece_wait_writers(t, 3, 5000), 0);
+    assert_true(now_s() - t0 > 0.02);
+    assert_false(pconn_piece_write_begin(t, 3));
+    pthread_join(th, NULL);
+    pconn_torrent_unref(t);
+    meta_free(m);
+}
+
+/* BEP 6: a seeder that never unchokes us sends ALLOWED_FAST for the
+ * canonical set of our address (it has every piece) and serves requests
+ * for those pieces while choking; a request outside the set is
+ * rejected. */
+static void
+test_allowed_fast_while_choked(void **state)
+{
+    (void)state;
+    struct ctx c;
+    uint64_t total = (1u << 20) + 12345; /* 17 pieces */
+    ctx_init(&c, "data", "data", total);
+    c.seed.no_unchoke = true;
+    c.leech.af_test = true;
+    assert_int_equal(peer_connect(c.leech.tab, c.leech.tor,
+                                  (struct sockaddr *)&c.laddr,
+                                  sizeof(c.laddr), NULL),
+                     0);
+    run(&c, 2);
+    assert_int_equal(c.leech.unchokes, 0);
+    assert_int_equal(c.seed.interested, 1);
+    /* The set is BEP 6's for 127.0.0.1, in its order. */
+    uint32_t want[PCONN_ALLOWED_FAST_K];
+    uint8_t ip[4] = {127, 0, 0, 1};
+    assert_int_equal(wire_allowed_fast(want, PCONN_ALLOWED_FAST_K,
+                                       c.seed.tor->info_hash, ip, 4,
+                                       c.seed.meta->n_pieces),
+                     PCONN_ALLOWED_FAST_K);
+    assert_int_equal(c.leech.n_af, PCONN_ALLOWED_FAST_K);
+    assert_memory_equal(c.leech.af, want, sizeof(want));
+    assert_true(c.leech.af_blocks >= 4 * (PCONN_ALLOWED_FAST_K - 1));
+    assert_int_equal(c.leech.blocks_done, c.leech.af_blocks);
+    assert_int_equal(c.leech.af_dropped, 1);
+    /* What came is the seeder's data. */
+    for (size_t k = 0; k < PCONN_ALLOWED_FAST_K; k++) {
+        uint32_t len = meta_piece_size(c.seed.meta, want[k]);
+        uint64_t off = (uint64_t)want[k] * PIECE_LEN;
+        uint8_t *a = malloc(len), *b = malloc(len);
+        assert_int_equal(storage_read(c.seed.st, off, a, len), 0);
+        assert_int_equal(storage_read(c.leech.st, off, b, len), 0);
+        assert_memory_equal(a, b, len);
+        free(a);
+        free(b);
+    }
+    assert_int_equal(c.seed.uploaded, c.leech.bytes_done);
+    ctx_release(&c);
+}
+
+/* Read one message (length prefix and body) from a blocking socket;
+ * returns its id (-1: keep-alive), the body in buf. */
+static int
+raw_msg(int fd, uint8_t *buf, size_t cap, uint32_t *ret_len)
+{
+    uint8_t h[4];
+    size_t got = 0;
+    while (got < 4) {
+        ssize_t k = read(fd, h + got, 4 - got);
+        assert_true(k > 0);
+        got += (size_t)k;
+    }
+    uint32_t n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 |
+                 (uint32_t)h[2] << 8 | h[3];
+    assert_true(n <= cap);
+    got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, buf + got, n - got);
+        assert_true(k > 0);
+        got += (size_t)k;
+    }
+    *ret_len = n;
+    return n ? buf[0] : -1;
+}
+
+/* Bitfield first: a request that comes with the handshake, before our
+ * bitfield command, gets its REJECT after the bitfield (have all), not
+ * ahead of it; one for an allowed-fast piece is served, though we
+ * choke. */
+static void
+test_request_before_bitfield(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c, "data", "data", 100000 * 4); /* 7 pieces */
+    uint32_t af[PCONN_ALLOWED_FAST_K];
+    uint8_t ip[4] = {127, 0, 0, 1};
+    int n_af = wire_allowed_fast(af, PCONN_ALLOWED_FAST_K,
+                                 c.seed.tor->info_hash, ip, 4,
+                                 c.seed.meta->n_pieces);
+    assert_int_equal(n_af, 7); /* k > piece count: every piece */
+    uint8_t msg[WIRE_HANDSHAKE_LEN + WIRE_REQUEST_LEN];
+    struct wire_handshake h;
+    memset(&h, 0, sizeof(h));
+    wire_reserved_set(h.reserved, WIRE_F_FAST | WIRE_F_EXTENDED | WIRE_F_DHT);
+    memcpy(h.info_hash, c.seed.tor->info_hash, WIRE_HASH_LEN);
+    memset(h.peer_id, 'R', sizeof(h.peer_id));
+    assert_int_equal(wire_put_handshake(msg, sizeof(msg), &h),
+                     WIRE_HANDSHAKE_LEN);
+    /* A block of piece 3: allowed fast (every piece is). */
+    struct wire_block b = {3, 0, WIRE_BLOCK_SIZE};
+    assert_int_equal(wire_put_block(msg + WIRE_HANDSHAKE_LEN,
+                                    WIRE_REQUEST_LEN, WIRE_REQUEST, &b),
+                     WIRE_REQUEST_LEN);
+    int fd = raw_connect(&c, msg, sizeof(msg));
+    /* Run the loop until the seeder's thread has answered. */
+    ev_timer t;
+    ev_timer_init(&t, break_cb, 0.5, 0);
+    ev_timer_start(c.loop, &t);
+    run(&c, 100);
+    ev_timer_stop(c.loop, &t);
+    uint8_t hs[WIRE_HANDSHAKE_LEN];
+    size_t got = 0;
+    while (got < sizeof(hs)) {
+        ssize_t k = read(fd, hs + got, sizeof(hs) - got);
+        assert_true(k > 0);
+        got += (size_t)k;
+    }
+    static uint8_t buf[WIRE_BLOCK_SIZE + 64];
+    uint32_t n;
+    /* First: have all. */
+    assert_int_equal(raw_msg(fd, buf, sizeof(buf), &n), WIRE_HAVE_ALL);
+    int allowed = 0, pieces = 0;
+    while (pieces == 0) {
+        int id = raw_msg(fd, buf, sizeof(buf), &n);
+        assert_int_not_equal(id, WIRE_REJECT);
+        assert_int_not_equal(id, WIRE_UNCHOKE);
+        if (id == WIRE_ALLOWED_FAST)
+            allowed++;
+        if (id == WIRE_PIECE) {
+            pieces++;
+            assert_int_equal(n, 9 + WIRE_BLOCK_SIZE);
+            assert_int_equal(buf[4], 3); /* index 3 */
+        }
+    }
+    assert_int_equal(allowed, 7);
+    close(fd);
+    run(&c, 1);
+    ctx_release(&c);
+}
+
+/* Rejected, not served: a request before the bitfield for a piece out of
+ * the allowed-fast set (k = 10 of 64 pieces) while choking. */
+static void
+test_reject_after_bitfield(void **state)
+{
+    (void)state;
+    struct ctx c;
+    ctx_init(&c, "data", "data", 64u * PIECE_LEN);
+    uint32_t af[PCONN_ALLOWED_FAST_K];
+    uint8_t ip[4] = {127, 0, 0, 1};
+    assert_int_equal(wire_allowed_fast(af, PCONN_ALLOWED_FAST_K,
+                                       c.seed.tor->info_hash, ip, 4, 64),
+                     PCONN_ALLOWED_FAST_K);
+    uint32_t outside = 0;
+    for (bool in = true; in; outside += in) {
+        in = false;
+        for (size_t k = 0; k < PCONN_ALLOWED_FAST_K; k++)
+            in |= af[k] == outside;
+    }
+    uint8_t msg[WIRE_HANDSHAKE_LEN + WIRE_REQUEST_LEN];
+    struct wire_handshake h;
+    memset(&h, 0, sizeof(h));
+    wire_reserved_set(h.reserved, WIRE_F_FAST | WIRE_F_EXTENDED | WIRE_F_DHT);
+    memcpy(h.info_hash, c.seed.tor->info_hash, WIRE_HASH_LEN);
+    memset(h.peer_id, 'R', sizeof(h.peer_id));
+    assert_int_equal(wire_put_handshake(msg, sizeof(msg), &h),
+                     WIRE_HANDSHAKE_LEN);
+    struct wire_block b = {outside, 0, WIRE_BLOCK_SIZE};
+    assert_int_equal(wire_put_block(msg + WIRE_HANDSHAKE_LEN,
+                                    WIRE_REQUEST_LEN, WIRE_REQUEST, &b),
+                     WIRE_REQUEST_LEN);
+    int fd = raw_connect(&c, msg, sizeof(msg));
+    ev_timer t;
+    ev_timer_init(&t, break_cb, 0.5, 0);
+    ev_timer_start(c.loop, &t);
+    run(&c, 100);
+    ev_timer_stop(c.loop, &t);
+    uint8_t hs[WIRE_HANDSHAKE_LEN];
+    size_t got = 0;
+    while (got < sizeof(hs)) {
+        ssize_t k = read(fd, hs + got, sizeof(hs) - got);
+        assert_true(k > 0);
+        got += (size_t)k;
+    }
+    static uint8_t buf[WIRE_BLOCK_SIZE + 64];
+    uint32_t n;
+    assert_int_equal(raw_msg(fd, buf, sizeof(buf), &n), WIRE_HAVE_ALL);
+    int allowed = 0;
+    for (;;) {
+        int id = raw_msg(fd, buf, sizeof(buf), &n);
+        assert_int_not_equal(id, WIRE_PIECE);
+        if (id == WIRE_ALLOWED_FAST)
+            allowed++;
+        if (id == WIRE_REJECT)
+            break;
+    }
+    assert_int_equal(allowed, PCONN_ALLOWED_FAST_K); /* all before it */
+    close(fd);
+    run(&c, 1);
+    ctx_release(&c);
+}
+
 /* A connection nobody answers: connect fails with a reason. */
 static void
 test_connect_refused(void **state)
@@ -1066,6 +1486,11 @@ main(void)
         cmocka_unit_test(test_self),
         cmocka_unit_test(test_stuck),
         cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test(test_sealed_piece_not_written),
+        cmocka_unit_test(test_seal_waits_for_writers),
+        cmocka_unit_test(test_allowed_fast_while_choked),
+        cmocka_unit_test(test_request_before_bitfield),
+        cmocka_unit_test(test_reject_after_bitfield),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /* Unit tests for daemon/picker: sizes and parameters, rarest first on
  * crafted availability, random tie-breaks among the rarest, random first
  * pieces, partial pieces first, priorities (per piece and from files),
- * sequential mode, whole pieces for fast peers, strict end-game with
+ * sequential mode, picking among a given set (allowed fast), whole
+ * pieces for fast peers, strict end-game with
  * cancels, hash failure, peers leaving, choking and rejecting,
  * availability bookkeeping, pipeline sizing, a random-operation loop that
  * checks every invariant, and a 100k-piece run as a speed sanity check. */
@@ -338,6 +339,44 @@ test_partial_first(void **state)
     assert_int_equal(out[0].piece, y);
     assert_int_equal(out[0].begin, BS);
     assert_int_equal(picker_block_requesters(p, x, 0), 1);
+    assert_true(picker_check(p));
+    picker_free(p);
+}
+
+/* BEP 6 allowed fast: picking only among a given set. */
+static void
+test_pick_from(void **state)
+{
+    (void)state;
+    /* 8 pieces of 2 blocks; the peer lacks 6; we have 3 (passed). */
+    struct picker *p = mk(8, 2 * BS, 0, false, 9);
+    static const int has[] = {0, 1, 2, 3, 4, 5, 7, -1};
+    int a = peer_with(p, 1, has);
+    int b = seed_peer(p, 2);
+    struct picker_block out[16];
+    /* Get piece 3 and make it verified. */
+    static const uint32_t three[] = {3};
+    assert_int_equal(picker_pick_from(p, b, three, 1, out, 16), 2);
+    assert_int_equal(deliver(p, b, out, 2), 1);
+    assert_true(picker_have(p, 3));
+    /* b starts piece 5 (one block): partial. */
+    static const uint32_t five[] = {5};
+    assert_int_equal(picker_pick_from(p, b, five, 1, out, 1), 1);
+    assert_int_equal(out[0].piece, 5);
+    picker_set_piece_priority(p, 1, 0);
+    /* Allowed: 6 (a lacks it), 3 (had), 1 (not wanted), 99 (out of
+     * range), 7, 5: the partial 5 first, then 7. */
+    static const uint32_t set[] = {6, 3, 1, 99, 7, 5};
+    int n = picker_pick_from(p, a, set, ARRAY_SIZE(set), out, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(out[0].piece, 5);
+    assert_int_equal(out[0].begin, BS);
+    assert_int_equal(out[1].piece, 7);
+    assert_int_equal(out[2].piece, 7);
+    /* Nothing left in the set. */
+    assert_int_equal(picker_pick_from(p, a, set, ARRAY_SIZE(set), out, 16),
+                     0);
+    assert_int_equal(picker_pick_from(p, a, NULL, 0, out, 16), 0);
     assert_true(picker_check(p));
     picker_free(p);
 }
@@ -1060,6 +1099,7 @@ main(void)
         cmocka_unit_test(test_random_ties),
         cmocka_unit_test(test_initial_random),
         cmocka_unit_test(test_partial_first),
+        cmocka_unit_test(test_pick_from),
         cmocka_unit_test(test_priorities),
         cmocka_unit_test(test_file_priorities),
         cmocka_unit_test(test_sequential),
