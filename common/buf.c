@@ -125,3 +125,15 @@ buf_steal(struct buf *b, size_t *ret_len)
     b->size = 0;
     return p;
 }
+
+char *
+buf_memdup0(const void *p, size_t n)
+{
+    char *s = n < SIZE_MAX ? malloc(n + 1) : NULL;
+    if (s) {
+        if (n)
+            memcpy(s, p, n);
+        s[n] = '\0';
+    }
+    return s;
+}

@@ -44,6 +44,11 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap)
 /* Make room for n more bytes without changing len (same errors). */
 int buf_reserve(struct buf *b, size_t n);
 
+/* A NUL-terminated copy of n bytes that need not be NUL-terminated
+ * themselves (strndup() may read past them looking for one).  For free();
+ * NULL when out of memory. */
+char *buf_memdup0(const void *p, size_t n);
+
 /* Hand the data to the caller (who frees it) and leave b empty.  Returns
  * NULL for a buffer that never held anything. */
 char *buf_steal(struct buf *b, size_t *ret_len);

@@ -240,17 +240,6 @@ fail_component(struct ctx *c, int code, uint32_t node, long file, int perr,
     }
 }
 
-static char *
-memdup0(const void *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (s) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
 /* Text for people (comment, created by): invalid UTF-8 and control
  * characters other than tab and newline become U+FFFD.  NULL on ENOMEM. */
 static char *
@@ -299,7 +288,7 @@ dup_url(const uint8_t *p, size_t n, char **ret_url)
     for (size_t i = 0; i < n; i++)
         if (p[i] < 0x20 || p[i] == 0x7f)
             return 0;
-    *ret_url = memdup0(p, n);
+    *ret_url = buf_memdup0(p, n);
     return *ret_url ? 0 : -ENOMEM;
 }
 
@@ -505,7 +494,7 @@ parse_name(struct ctx *c, uint32_t node)
     int r = path_append_component(&c->path, s, n, &info->sanitised);
     if (r < 0)
         return fail_component(c, META_E_NAME, nn, -1, r, "name", 0);
-    info->name = memdup0(c->path.data, c->path.len);
+    info->name = buf_memdup0(c->path.data, c->path.len);
     return info->name ? 0 : fail_nomem(c);
 }
 
@@ -674,7 +663,7 @@ parse_file(struct ctx *c, uint32_t fd, long i)
         if (r < 0)
             return r;
     }
-    f->path = memdup0(c->path.data, c->path.len);
+    f->path = buf_memdup0(c->path.data, c->path.len);
     if (!f->path)
         return fail_nomem(c);
     if (is_bitcomet_pad(f->path))
@@ -705,7 +694,7 @@ parse_file(struct ctx *c, uint32_t fd, long i)
                                   &info->sanitised);
             if (r < 0)
                 return r;
-            f->symlink = memdup0(c->path.data, c->path.len);
+            f->symlink = buf_memdup0(c->path.data, c->path.len);
             if (!f->symlink)
                 return fail_nomem(c);
         }
@@ -743,7 +732,7 @@ parse_files(struct ctx *c, uint32_t node)
             return r;
         /* Pad and symlink make no sense for the only file. */
         f->attr = parse_attr(doc, node) & (META_ATTR_EXEC | META_ATTR_HIDDEN);
-        f->path = memdup0(info->name, strlen(info->name));
+        f->path = buf_memdup0(info->name, strlen(info->name));
         if (!f->path)
             return fail_nomem(c);
         info->total_size = f->length;

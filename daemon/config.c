@@ -564,19 +564,6 @@ config_set(struct config *c, const char *key, const char *value,
 
 /* ---- defaults ------------------------------------------------------------ */
 
-/* A NUL-terminated copy of n bytes that need not be NUL-terminated
- * themselves (strndup() may look past them for the terminator). */
-static char *
-dup_span(const char *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (s) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
 /* The first directory of a systemd *_DIRECTORY variable (which may list
  * several, separated by ':'), or NULL. */
 static char *
@@ -842,7 +829,7 @@ parse_line(struct config *c, const char *s, size_t n, unsigned lineno,
                   CONFIG_VALUE_MAX);
         return -EINVAL;
     }
-    char *value = dup_span(v, vl);
+    char *value = buf_memdup0(v, vl);
     if (!value) {
         error_set(reterr, "out of memory");
         return -ENOMEM;

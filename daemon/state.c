@@ -179,17 +179,6 @@ get_str(struct reader *rd, const char *key, size_t max, bool optional,
     return 0;
 }
 
-static char *
-dup_text(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (s) {
-        memcpy(s, p, n);
-        s[n] = '\0';
-    }
-    return s;
-}
-
 int
 state_resume_decode(struct state_resume *ret, const void *buf, size_t len,
                     struct state_errinfo *reterr)
@@ -251,7 +240,7 @@ state_resume_decode(struct state_resume *ret, const void *buf, size_t len,
         e = fail(reterr, STATE_E_RANGE, 0, "download_dir");
         goto out;
     }
-    if (!(r.download_dir = dup_text(p, n)))
+    if (!(r.download_dir = buf_memdup0(p, n)))
         goto nomem;
 
     if ((e = get_int(&rd, "pieces", 0, STATE_MAX_PIECES, &v)) < 0)
@@ -297,7 +286,7 @@ state_resume_decode(struct state_resume *ret, const void *buf, size_t len,
             e = fail(reterr, STATE_E_RANGE, 0, "error");
             goto out;
         }
-        if (!(r.error = dup_text(p, n)))
+        if (!(r.error = buf_memdup0(p, n)))
             goto nomem;
     }
     *ret = r;
@@ -509,8 +498,8 @@ state_settings_decode(struct state_settings *ret, const char *text, size_t len,
                 goto out;
             }
             /* Not strndup(): the input need not be NUL-terminated. */
-            char *key = dup_text((const uint8_t *)k, (size_t)(kend - k));
-            char *val = dup_text((const uint8_t *)v, (size_t)(vend - v));
+            char *key = buf_memdup0(k, (size_t)(kend - k));
+            char *val = buf_memdup0(v, (size_t)(vend - v));
             int r = key && val ? state_settings_put(&s, key, val) : -ENOMEM;
             free(key);
             free(val);

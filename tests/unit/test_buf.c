@@ -300,6 +300,31 @@ test_steal(void **state)
 }
 
 static void
+test_memdup0(void **state)
+{
+    (void)state;
+    /* The source has no terminator: an exact-size heap copy, so that ASan
+     * would catch a read past the n bytes. */
+    char *src = malloc(3);
+    assert_non_null(src);
+    memcpy(src, "abc", 3);
+    char *s = buf_memdup0(src, 2);
+    assert_non_null(s);
+    assert_string_equal(s, "ab");
+    free(s);
+    s = buf_memdup0(src, 3);
+    assert_string_equal(s, "abc");
+    free(s);
+    s = buf_memdup0(src, 0);
+    assert_string_equal(s, "");
+    free(s);
+    s = buf_memdup0("a\0b", 3); /* inner NULs are copied too */
+    assert_memory_equal(s, "a\0b\0", 4);
+    free(s);
+    free(src);
+}
+
+static void
 test_reset_release(void **state)
 {
     (void)state;
@@ -344,6 +369,7 @@ main(void)
         cmocka_unit_test(test_printf),
         cmocka_unit_test(test_vprintf),
         cmocka_unit_test(test_steal),
+        cmocka_unit_test(test_memdup0),
         cmocka_unit_test(test_reset_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
