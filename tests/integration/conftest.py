@@ -159,7 +159,7 @@ def build_dir():
 def torrentctl(build_dir):
     path = os.path.join(build_dir, "torrentctl")
     if not os.access(path, os.X_OK):
-        pytest.skip("%s is not built (make %s)" % (path, path))
+        pytest.fail("%s is not built (make %s)" % (path, path))
     return path
 
 
@@ -186,7 +186,7 @@ def ctl(torrentctl):
 def mktorrent():
     path = shutil.which("mktorrent")
     if not path:
-        pytest.skip("mktorrent is not installed (scripts/deps test)")
+        pytest.fail("mktorrent is not installed (scripts/deps test)")
     return path
 
 

@@ -45,7 +45,7 @@ TORRENT_FIELDS = (
 @pytest.fixture
 def daemon(workdir):
     if not os.access(tdaemon.binary("torrentd"), os.X_OK):
-        pytest.xfail("torrentd is not built (%s)" % tdaemon.binary(
+        pytest.fail("torrentd is not built (%s)" % tdaemon.binary(
             "torrentd"))
     d = Daemon(workdir)
     d.start()

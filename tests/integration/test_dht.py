@@ -295,7 +295,7 @@ def lt_available():
 @pytest.mark.slow
 def test_swarm_with_libtorrent(workdir):
     if not lt_available():
-        pytest.skip("python3-libtorrent is not installed")
+        pytest.fail("python3-libtorrent is not installed")
     lts, tds = [], []
     try:
         for i in range(4):

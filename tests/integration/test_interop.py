@@ -12,11 +12,6 @@
     again from an honest peer and ends with the right data.
 Every transfer must end with data byte-identical to the source.
 
-The engine tests need the engine (torrent.add_peer).  ENGINE_READY probes
-a torrentd of $TORRENTD_BUILD once at import: when it answers
-torrent.add_peer with -32601 (no such method), the engine tests are
-reported as xfail ("engine not wired yet") without running.
-
 The harness tests (test_harness_*) need no torrentd and run today: they
 prove that the classes of peers.py and badpeer.py do what the engine tests
 rely on (libtorrent seeds transmission, opentracker introduces two
@@ -28,51 +23,16 @@ transmission's 10-13 s before its first payload byte.
 """
 import os
 import shutil
-import tempfile
 
 import pytest
 
 import peers
 from conftest import write_file
-import tdaemon
 
 SIZE = 16 << 20
 PIECE_POW = 18          # 256 KiB pieces: 64 pieces
 TR_TIMEOUT = 90         # transmission: slow start + 8-30 MB/s
 LT_TIMEOUT = 60
-
-
-def _probe_engine():
-    """(ready, reason): does the torrentd under test have the engine's
-    API (torrent.add_peer)?"""
-    path = tdaemon.binary("torrentd")
-    if not os.access(path, os.X_OK):
-        return False, "%s is not built" % path
-    d = tempfile.mkdtemp(prefix="torrentd-probe-")
-    daemon = tdaemon.Daemon(d, {"listen": "127.0.0.1:0"}, name="probe")
-    try:
-        daemon.start(prefix=("timeout", "-k", "5", "60"))
-        try:
-            daemon.call("torrent.add_peer", torrent="0" * 40,
-                        address="127.0.0.1:9")
-        except tdaemon.RpcError as e:
-            if e.code == -32601:
-                return False, "engine not wired yet (torrent.add_peer: " \
-                    "no such method)"
-        return True, "engine ready"
-    except (AssertionError, OSError) as e:
-        return False, "engine probe failed: %s" % str(e)[:300]
-    finally:
-        try:
-            daemon.stop()
-        except AssertionError:
-            pass
-        shutil.rmtree(d, ignore_errors=True)
-
-
-ENGINE_READY, ENGINE_REASON = _probe_engine()
-needs_engine = pytest.mark.xfail(not ENGINE_READY, reason=ENGINE_REASON,
-                                 run=False)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -223,7 +183,6 @@ def test_harness_opentracker_introduces_libtorrent_peers(workdir, started,
 
 # ------------------------------------------------ torrentd and transmission
 
-@needs_engine
 @pytest.mark.slow
 def test_torrentd_leeches_from_transmission(workdir, source, started):
     data, tor = source
@@ -236,7 +195,6 @@ def test_torrentd_leeches_from_transmission(workdir, source, started):
     assert_same(data, os.path.join(td.download_dir, "data.bin"))
 
 
-@needs_engine
 @pytest.mark.slow
 def test_transmission_leeches_from_torrentd(workdir, source, started):
     data, tor = source
@@ -256,7 +214,6 @@ def test_transmission_leeches_from_torrentd(workdir, source, started):
 
 # -------------------------------------------------- torrentd and libtorrent
 
-@needs_engine
 def test_torrentd_leeches_from_libtorrent(workdir, source, started):
     data, tor = source
     lt = peers.Libtorrent(workdir, "lt-seed")
@@ -270,7 +227,6 @@ def test_torrentd_leeches_from_libtorrent(workdir, source, started):
     assert_same(data, os.path.join(td.download_dir, "data.bin"))
 
 
-@needs_engine
 def test_libtorrent_leeches_from_torrentd(workdir, source, started):
     data, tor = source
     td, ih = start_torrentd_seeder(workdir, started, data, tor)
@@ -284,7 +240,6 @@ def test_libtorrent_leeches_from_torrentd(workdir, source, started):
 
 # ------------------------------------------------------ through opentracker
 
-@needs_engine
 def test_tracker_libtorrent_to_torrentd(workdir, started, mktorrent):
     """torrentd finds a libtorrent seeder through opentracker only."""
     tracker = peers.Opentracker(workdir)
@@ -302,7 +257,6 @@ def test_tracker_libtorrent_to_torrentd(workdir, started, mktorrent):
     assert_same(data, os.path.join(td.download_dir, "data.bin"))
 
 
-@needs_engine
 def test_tracker_torrentd_to_libtorrent(workdir, started, mktorrent):
     """A libtorrent leecher finds a torrentd seeder through opentracker
     only (torrentd must announce from its own address, see TESTING.md
@@ -318,7 +272,6 @@ def test_tracker_torrentd_to_libtorrent(workdir, started, mktorrent):
     assert_same(data, os.path.join(lt.download_dir, "data.bin"), 10)
 
 
-@needs_engine
 @pytest.mark.slow
 def test_tracker_transmission_to_torrentd(workdir, started, mktorrent):
     """torrentd finds a transmission seeder through opentracker and dials
@@ -340,7 +293,6 @@ def test_tracker_transmission_to_torrentd(workdir, started, mktorrent):
 
 # ------------------------------------------------------------- a liar peer
 
-@needs_engine
 def test_torrentd_refetches_corrupt_pieces(workdir, source, started):
     """A peer serves corrupt data for some pieces: torrentd fails their
     hash, fetches them again from an honest peer, and ends with the right
