@@ -90,6 +90,9 @@ static const struct config_key config_table[] = {
      0, 0, "file of hex info-hashes the tracker serves; empty for all"},
     {"tracker_max_peers", CONFIG_UINT, CONFIG_LIVE, OFF(tracker_max_peers),
      "100000", 1, 10000000, "peers the built-in tracker keeps, in all"},
+    {"tracker_dht", CONFIG_BOOL, CONFIG_LIVE, OFF(tracker_dht), "on", 0, 0,
+     "the built-in tracker looks up swarms it has too few peers for in "
+     "the DHT"},
     {"log_level", CONFIG_LOGLEVEL, CONFIG_LIVE, OFF(log_level), "info", 0, 0,
      "err, warn, notice, info or debug"},
 };

@@ -62,6 +62,7 @@ struct config {
     uint64_t tracker_interval;     /* seconds between announces */
     char *tracker_allowlist;       /* "" = every info-hash */
     uint64_t tracker_max_peers;    /* peers the tracker keeps, in all */
+    bool tracker_dht;              /* unknown swarms looked up in the DHT */
     int log_level;                 /* enum log_level */
 };
 

@@ -39,6 +39,7 @@
 #include "daemon/control.h"
 #include "daemon/notify.h"
 #include "daemon/session.h"
+#include "daemon/trkdht.h"
 #include "daemon/trksrv.h"
 
 #define DEFAULT_CONFIG "/etc/torrentd/torrentd.conf"
@@ -70,6 +71,7 @@ struct daemon {
     struct control *control; /* owned */
     struct control *status;  /* owned; NULL when there is none */
     struct trksrv *trksrv;   /* owned; NULL without tracker_listen */
+    struct trkdht *trkdht;   /* owned; NULL without trksrv or DHT */
     char *unlink_control;    /* owned: socket files bound here, */
     char *unlink_status;     /*   removed at exit; NULL if systemd's */
     ev_signal sig_term, sig_int, sig_hup;
@@ -671,7 +673,10 @@ daemon_cleanup(struct daemon *d)
         ev_timer_stop(d->loop, &d->watchdog_timer);
         ev_timer_stop(d->loop, &d->stop_timer);
     }
-    /* The tracker and the control servers first: they use the session. */
+    /* The tracker and the control servers first: they use the session
+     * (the tracker's DHT source its lookups). */
+    trkdht_free(d->trkdht);
+    d->trkdht = NULL;
     trksrv_free(d->trksrv);
     d->trksrv = NULL;
     control_free(d->status);
@@ -775,6 +780,15 @@ main(int argc, char **argv)
     r = trksrv_new(&d.trksrv, d.loop, session_config(d.session));
     if (r < 0)
         goto out;
+    /* ... answering for swarms it has too few peers for from the DHT. */
+    if (d.trksrv && session_dht(d.session)) {
+        r = trkdht_new(&d.trkdht, d.loop, session_config(d.session),
+                       session_dht(d.session), d.trksrv);
+        if (r < 0) {
+            log_err_errno(r, "cannot start the tracker's dht source");
+            goto out;
+        }
+    }
 
     ev_signal_init(&d.sig_term, stop_signal_cb, SIGTERM);
     ev_signal_init(&d.sig_int, stop_signal_cb, SIGINT);

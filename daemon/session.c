@@ -81,6 +81,12 @@ session_config(const struct session *s)
     return &s->cfg;
 }
 
+struct dhtsvc *
+session_dht(struct session *s)
+{
+    return s->dht;
+}
+
 void
 session_status_changed(struct session *s)
 {

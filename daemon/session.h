@@ -17,6 +17,7 @@
 
 struct buf;
 struct config;
+struct dhtsvc;
 struct events;
 struct ev_loop;
 struct session;
@@ -61,5 +62,9 @@ struct events *session_events(struct session *s);
 
 /* The effective configuration (owned by the session). */
 const struct config *session_config(const struct session *s);
+
+/* The session's DHT node (owned by the session), or NULL when config
+ * `dht` is off or it could not start.  Valid until session_free(). */
+struct dhtsvc *session_dht(struct session *s);
 
 #endif

@@ -259,6 +259,50 @@ clamp_numwant(int32_t nw)
     return nw > TRKSRV_NUMWANT_MAX ? TRKSRV_NUMWANT_MAX : (size_t)nw;
 }
 
+/* The counts of s and a sample of its peers for the announce a from
+ * `from` (self: its index in s, or -1 to look by address) into ret,
+ * whose peers point to st->sample.  Peers not seen for expire_after
+ * seconds are left out. */
+static void
+swarm_answer(struct trksrv_store *st, const struct swarm *s, long self,
+             const struct trkserve_addr *from,
+             const struct trkserve_announce *a, double now,
+             double expire_after, int family, struct trksrv_answer *ret)
+{
+    bool seed = a->has_left && a->left == 0;
+    size_t want = a->event == TRACKER_EVENT_STOPPED
+                      ? 0
+                      : clamp_numwant(a->numwant);
+    ret->complete = s->seeds;
+    ret->incomplete = s->n - s->seeds;
+    ret->downloaded = s->downloaded;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < s->n && want > 0; i++) {
+        const struct swarm_peer *p = &s->peers[i];
+        if ((long)i == self || (seed && p->seed) ||
+            (family != AF_UNSPEC && p->family != family) ||
+            now - p->last_seen > expire_after ||
+            (self < 0 && peer_is(p, from, a->port)))
+            continue;
+        st->idx[m++] = i;
+    }
+    /* Partial Fisher-Yates: the first want indices are the sample. */
+    for (uint32_t k = 0; k < m && k < want; k++) {
+        uint32_t j = k + (uint32_t)(rng_next(st) % (m - k));
+        uint32_t tmp = st->idx[k];
+        st->idx[k] = st->idx[j];
+        st->idx[j] = tmp;
+        const struct swarm_peer *p = &s->peers[st->idx[k]];
+        struct tracker_peer *o = &st->sample[ret->n_peers++];
+        memset(o, 0, sizeof(*o));
+        o->family = p->family;
+        o->port = p->port;
+        memcpy(o->addr, p->addr, 16);
+        memcpy(o->id, p->id, TRACKER_PEER_ID_LEN);
+        o->has_id = true;
+    }
+}
+
 int
 trksrv_store_announce(struct trksrv_store *st, const struct trkserve_addr *from,
                       const struct trkserve_announce *a, double now,
@@ -346,45 +390,29 @@ trksrv_store_announce(struct trksrv_store *st, const struct trkserve_addr *from,
         result = TRKSRV_NOT_STORED;
     }
 
-    struct trksrv_answer ans;
-    memset(&ans, 0, sizeof(ans));
-    ans.peers = st->sample;
+    memset(ret, 0, sizeof(*ret));
+    ret->peers = st->sample;
     if (s) {
-        ans.complete = s->seeds;
-        ans.incomplete = s->n - s->seeds;
-        ans.downloaded = s->downloaded;
-        size_t want = stopped ? 0 : clamp_numwant(a->numwant);
-        uint32_t m = 0;
-        for (uint32_t i = 0; i < s->n && want > 0; i++) {
-            const struct swarm_peer *p = &s->peers[i];
-            if ((long)i == self || (seed && p->seed) ||
-                (family != AF_UNSPEC && p->family != family) ||
-                (self < 0 && peer_is(p, from, a->port)))
-                continue;
-            st->idx[m++] = i;
-        }
-        /* Partial Fisher-Yates: the first want indices are the sample. */
-        for (uint32_t k = 0; k < m && k < want; k++) {
-            uint32_t j = k + (uint32_t)(rng_next(st) % (m - k));
-            uint32_t tmp = st->idx[k];
-            st->idx[k] = st->idx[j];
-            st->idx[j] = tmp;
-            const struct swarm_peer *p = &s->peers[st->idx[k]];
-            struct tracker_peer *o = &st->sample[ans.n_peers++];
-            memset(o, 0, sizeof(*o));
-            o->family = p->family;
-            o->port = p->port;
-            memcpy(o->addr, p->addr, 16);
-            memcpy(o->id, p->id, TRACKER_PEER_ID_LEN);
-            o->has_id = true;
-        }
+        swarm_answer(st, s, self, from, a, now, expire_after, family, ret);
         if (s->n == 0)
             swarm_drop(st, link);
         else
             store_grow(st);
     }
-    *ret = ans;
     return result;
+}
+
+void
+trksrv_store_sample(struct trksrv_store *st, const struct trkserve_addr *from,
+                    const struct trkserve_announce *a, double now,
+                    double expire_after, int family,
+                    struct trksrv_answer *ret)
+{
+    const struct swarm *s = swarm_find(st, a->info_hash, NULL);
+    memset(ret, 0, sizeof(*ret));
+    ret->peers = st->sample;
+    if (s)
+        swarm_answer(st, s, -1, from, a, now, expire_after, family, ret);
 }
 
 void
@@ -446,7 +474,19 @@ struct trksrv_conn {
     size_t drained;                  /* bytes discarded after the answer */
     bool draining;                   /* answered, waiting for EOF */
     bool closing;
+    bool held;                       /* waiting for the source (a) */
+    struct trkserve_announce a;      /* the announce held */
     char in[];                       /* max_request bytes */
+};
+
+struct trksrv_udp_held {
+    bool live;                 /* false: answered early (ready) */
+    double due;
+    uint32_t tid;
+    socklen_t sa_len;
+    struct sockaddr_storage sa;
+    struct trkserve_addr from;
+    struct trkserve_announce a;
 };
 
 struct trksrv {
@@ -465,15 +505,20 @@ struct trksrv {
     uint8_t (*allow)[TRACKER_HASH_LEN]; /* owned, sorted; NULL = all */
     size_t n_allow;
     char *allow_path;           /* owned: the path last (re)read, or NULL */
-    trksrv_lookup_t lookup;
-    void *lookup_arg;
+    struct trksrv_source src;   /* fill NULL: none */
+    /* UDP answers held for the source: a ring, oldest first (all wait
+     * the same time, so the oldest is due first). */
+    struct trksrv_udp_held *held;   /* owned: TRKSRV_UDP_HELD entries */
+    size_t held_head, held_n;
+    ev_timer held_w;
     uint8_t secret[TRKSERVE_SECRET_LEN];
     struct tracker_peer extra[TRKSRV_NUMWANT_MAX];
+    struct tracker_peer more[TRKSRV_NUMWANT_MAX];
     struct trkserve_scrape_file files[TRACKER_UDP_SCRAPE_MAX + 100];
     uint8_t udp_in[UDP_PACKET_MAX];
     uint8_t udp_out[UDP_OUT_MAX];
     /* Counters: one info line per STATS_S when they moved. */
-    uint64_t n_announces, n_scrapes, n_refused, n_bad;
+    uint64_t n_announces, n_scrapes, n_refused, n_bad, n_held;
     uint64_t logged[4]; /* the counters at the last info line */
     double last_stats;
 };
@@ -525,9 +570,57 @@ allowed(const struct trksrv *t, const uint8_t *hash)
                                   t->n_allow, hash);
 }
 
-/* The announce, answered from the store and the lookup hook.  Returns
- * the answer (its peers in the store's scratch or t->extra). */
-static void
+static bool
+same_peer(const struct tracker_peer *p, int family, const uint8_t *addr,
+          uint16_t port)
+{
+    return p->family == family && p->port == port &&
+           memcmp(p->addr, addr, family == AF_INET6 ? 16 : 4) == 0;
+}
+
+/* Fill ans up to numwant from the source, without repeating a peer nor
+ * giving the requester itself; ans->peers then points to t->extra.
+ * Returns true when the source has nothing yet but is looking. */
+static bool
+fill_from_source(struct trksrv *t, const struct trkserve_addr *from,
+                 const struct trkserve_announce *a, int family,
+                 struct trksrv_answer *ans)
+{
+    size_t want = a->event == TRACKER_EVENT_STOPPED
+                      ? 0
+                      : clamp_numwant(a->numwant);
+    if (!t->src.fill || ans->n_peers >= want)
+        return false;
+    bool pending = false;
+    size_t got = t->src.fill(t->src.arg, a->info_hash, family, t->more,
+                             want - ans->n_peers, &pending);
+    if (got > want - ans->n_peers)
+        got = want - ans->n_peers;
+    size_t n = ans->n_peers;
+    memcpy(t->extra, ans->peers, n * sizeof(*t->extra));
+    for (size_t i = 0; i < got; i++) {
+        const struct tracker_peer *p = &t->more[i];
+        bool skip = p->port == 0 ||
+                    (p->family != AF_INET && p->family != AF_INET6) ||
+                    (family != AF_UNSPEC && p->family != family) ||
+                    same_peer(p, from->family, from->addr, a->port);
+        for (size_t k = 0; k < n && !skip; k++)
+            skip = same_peer(&t->extra[k], p->family, p->addr, p->port);
+        if (!skip) {
+            t->extra[n] = *p;
+            t->extra[n].has_id = false;
+            n++;
+        }
+    }
+    ans->peers = t->extra;
+    ans->n_peers = n;
+    return got == 0 && pending;
+}
+
+/* Record the announce and answer it from the store and the source.
+ * Returns true when the answer should wait for the source (ans is then
+ * what the store had). */
+static bool
 do_announce(struct trksrv *t, const struct trkserve_addr *from,
             const struct trkserve_announce *a, int family,
             struct trksrv_answer *ans)
@@ -539,31 +632,19 @@ do_announce(struct trksrv *t, const struct trkserve_addr *from,
     if (r == TRKSRV_NOT_STORED)
         log_debug("tracker: peer not recorded (limits reached: %zu peers)",
                   trksrv_store_peers(t->store));
-    size_t want = a->event == TRACKER_EVENT_STOPPED
-                      ? 0
-                      : clamp_numwant(a->numwant);
-    if (!t->lookup || ans->n_peers >= want)
-        return;
-    /* Fill up from the hook, without repeating a peer. */
-    size_t n = ans->n_peers;
-    memcpy(t->extra, ans->peers, n * sizeof(*t->extra));
-    struct tracker_peer more[TRKSRV_NUMWANT_MAX];
-    size_t got = t->lookup(t->lookup_arg, a->info_hash, family, more,
-                           want - n);
-    if (got > want - n)
-        got = want - n;
-    for (size_t i = 0; i < got; i++) {
-        bool dup = more[i].port == 0 ||
-                   (more[i].family != AF_INET && more[i].family != AF_INET6);
-        for (size_t k = 0; k < n && !dup; k++)
-            dup = t->extra[k].family == more[i].family &&
-                  t->extra[k].port == more[i].port &&
-                  memcmp(t->extra[k].addr, more[i].addr, 16) == 0;
-        if (!dup)
-            t->extra[n++] = more[i];
-    }
-    ans->peers = t->extra;
-    ans->n_peers = n;
+    return fill_from_source(t, from, a, family, ans);
+}
+
+/* The answer to an announce held for the source: the store's sample now,
+ * and what the source has now. */
+static void
+held_answer(struct trksrv *t, const struct trkserve_addr *from,
+            const struct trkserve_announce *a, int family,
+            struct trksrv_answer *ans)
+{
+    trksrv_store_sample(t->store, from, a, ev_now(t->loop), expire_after(t),
+                        family, ans);
+    (void)fill_from_source(t, from, a, family, ans);
 }
 
 /* ---- HTTP ----------------------------------------------------------------- */
@@ -652,7 +733,42 @@ conn_respond_text(struct trksrv_conn *c, int status, const char *text)
     buf_release(&body);
 }
 
+/* The bencoded answer to the announce a into body. */
 static void
+http_announce_body(struct trksrv *t, const struct trkserve_announce *a,
+                   const struct trksrv_answer *ans, struct buf *body)
+{
+    uint64_t iv = t->cfg->tracker_interval;
+    struct trkserve_announce_resp resp = {
+        .interval = (uint32_t)iv,
+        .min_interval = (uint32_t)(iv / MIN_INTERVAL_DIVISOR
+                                       ? iv / MIN_INTERVAL_DIVISOR
+                                       : 1),
+        .complete = ans->complete,
+        .incomplete = ans->incomplete,
+        .downloaded = ans->downloaded,
+        .peers = ans->peers,
+        .n_peers = ans->n_peers,
+        .compact = a->compact,
+        .no_peer_id = a->no_peer_id,
+    };
+    if (trkserve_announce_body(body, &resp) < 0)
+        (void)trkserve_failure_body(body, "internal error");
+}
+
+/* Answer the request of c (a whole body, or a close when it is empty). */
+static void
+conn_respond_body(struct trksrv_conn *c, const struct buf *body)
+{
+    if (body->len == 0)
+        conn_close(c, "out of memory");
+    else
+        conn_respond(c, 200, body);
+}
+
+/* An announce over HTTP: its answer into body, or false when the answer
+ * is held for the source (c->held; body untouched). */
+static bool
 http_announce(struct trksrv_conn *c, const struct trkserve_http_req *req,
               struct buf *body)
 {
@@ -668,31 +784,46 @@ http_announce(struct trksrv_conn *c, const struct trkserve_http_req *req,
                  trkserve_strerror(r));
         log_debug("tracker: %s at offset %zu of the query", why, off);
         (void)trkserve_failure_body(body, why);
-        return;
+        return true;
     }
     if (!allowed(t, a.info_hash)) {
         t->n_refused++;
         (void)trkserve_failure_body(body, "info_hash not allowed");
-        return;
+        return true;
     }
     struct trksrv_answer ans;
-    do_announce(t, &c->from, &a, AF_UNSPEC, &ans);
-    uint64_t iv = t->cfg->tracker_interval;
-    struct trkserve_announce_resp resp = {
-        .interval = (uint32_t)iv,
-        .min_interval = (uint32_t)(iv / MIN_INTERVAL_DIVISOR
-                                       ? iv / MIN_INTERVAL_DIVISOR
-                                       : 1),
-        .complete = ans.complete,
-        .incomplete = ans.incomplete,
-        .downloaded = ans.downloaded,
-        .peers = ans.peers,
-        .n_peers = ans.n_peers,
-        .compact = a.compact,
-        .no_peer_id = a.no_peer_id,
-    };
-    if (trkserve_announce_body(body, &resp) < 0)
-        (void)trkserve_failure_body(body, "internal error");
+    if (do_announce(t, &c->from, &a, AF_UNSPEC, &ans)) {
+        /* Held: no more reading; the timer gives the answer at the
+         * latest. */
+        t->n_held++;
+        c->held = true;
+        c->a = a;
+        ev_io_stop(t->loop, &c->read_w);
+        ev_timer_stop(t->loop, &c->timer_w);
+        ev_timer_set(&c->timer_w, TRKSRV_SOURCE_WAIT_S, 0.);
+        ev_timer_start(t->loop, &c->timer_w);
+        return false;
+    }
+    http_announce_body(t, &a, &ans, body);
+    return true;
+}
+
+/* Give the answer held by c. */
+static void
+conn_release(struct trksrv_conn *c)
+{
+    struct trksrv_answer ans;
+    struct buf body;
+    c->held = false;
+    /* The whole answer gets the usual time to leave. */
+    ev_timer_stop(c->t->loop, &c->timer_w);
+    ev_timer_set(&c->timer_w, TRKSRV_HTTP_TIMEOUT_S, 0.);
+    ev_timer_start(c->t->loop, &c->timer_w);
+    held_answer(c->t, &c->from, &c->a, AF_UNSPEC, &ans);
+    buf_init(&body, HTTP_OUT_MAX - 256);
+    http_announce_body(c->t, &c->a, &ans, &body);
+    conn_respond_body(c, &body);
+    buf_release(&body);
 }
 
 static void
@@ -747,14 +878,13 @@ conn_handle(struct trksrv_conn *c)
     }
     struct buf body;
     buf_init(&body, HTTP_OUT_MAX - 256);
+    bool now = true;
     if (req.kind == TRKSERVE_ANNOUNCE)
-        http_announce(c, &req, &body);
+        now = http_announce(c, &req, &body);
     else
         http_scrape(c, &req, &body);
-    if (body.len == 0)
-        conn_close(c, "out of memory");
-    else
-        conn_respond(c, 200, &body);
+    if (now)
+        conn_respond_body(c, &body);
     buf_release(&body);
 }
 
@@ -833,7 +963,10 @@ conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct trksrv_conn *c = w->data;
     (void)loop;
     (void)revents;
-    conn_close(c, c->draining ? NULL : "timed out");
+    if (c->held)
+        conn_release(c);
+    else
+        conn_close(c, c->draining ? NULL : "timed out");
 }
 
 static void
@@ -912,6 +1045,91 @@ udp_error(struct trksrv *t, uint32_t tid, const char *msg,
 }
 
 static void
+udp_announce_answer(struct trksrv *t, uint32_t tid,
+                    const struct trkserve_addr *from,
+                    const struct trksrv_answer *ans,
+                    const struct sockaddr *sa, socklen_t sa_len)
+{
+    size_t n = trkserve_udp_announce_resp(
+        t->udp_out, sizeof(t->udp_out), tid,
+        (uint32_t)t->cfg->tracker_interval,
+        ans->incomplete > UINT32_MAX ? UINT32_MAX
+                                     : (uint32_t)ans->incomplete,
+        ans->complete > UINT32_MAX ? UINT32_MAX : (uint32_t)ans->complete,
+        ans->peers, ans->n_peers, from->family);
+    udp_send(t, t->udp_out, n, sa, sa_len);
+}
+
+/* Hold the answer to the announce q for the source.  Returns false when
+ * the ring is full (answer now). */
+static bool
+udp_hold(struct trksrv *t, const struct trkserve_udp_req *q,
+         const struct trkserve_addr *from, const struct sockaddr *sa,
+         socklen_t sa_len)
+{
+    if (t->held_n == TRKSRV_UDP_HELD ||
+        (size_t)sa_len > sizeof(struct sockaddr_storage))
+        return false;
+    struct trksrv_udp_held *h =
+        &t->held[(t->held_head + t->held_n) % TRKSRV_UDP_HELD];
+    memset(h, 0, sizeof(*h));
+    h->live = true;
+    h->due = ev_now(t->loop) + TRKSRV_SOURCE_WAIT_S;
+    h->tid = q->transaction_id;
+    memcpy(&h->sa, sa, (size_t)sa_len);
+    h->sa_len = sa_len;
+    h->from = *from;
+    h->a = q->announce;
+    t->held_n++;
+    t->n_held++;
+    if (!ev_is_active(&t->held_w)) {
+        ev_timer_set(&t->held_w, TRKSRV_SOURCE_WAIT_S, 0.);
+        ev_timer_start(t->loop, &t->held_w);
+    }
+    return true;
+}
+
+static void
+udp_release(struct trksrv *t, struct trksrv_udp_held *h)
+{
+    struct trksrv_answer ans;
+    h->live = false;
+    held_answer(t, &h->from, &h->a, h->from.family, &ans);
+    udp_announce_answer(t, h->tid, &h->from, &ans,
+                        (const struct sockaddr *)&h->sa, h->sa_len);
+}
+
+/* Drop answered entries from the head of the ring, give those due, and
+ * set the timer for the next. */
+static void
+udp_held_advance(struct trksrv *t)
+{
+    double now = ev_now(t->loop);
+    while (t->held_n > 0) {
+        struct trksrv_udp_held *h = &t->held[t->held_head];
+        if (h->live && h->due > now)
+            break;
+        if (h->live)
+            udp_release(t, h);
+        t->held_head = (t->held_head + 1) % TRKSRV_UDP_HELD;
+        t->held_n--;
+    }
+    ev_timer_stop(t->loop, &t->held_w);
+    if (t->held_n > 0) {
+        ev_timer_set(&t->held_w, t->held[t->held_head].due - now, 0.);
+        ev_timer_start(t->loop, &t->held_w);
+    }
+}
+
+static void
+held_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    udp_held_advance(w->data);
+}
+
+static void
 udp_packet(struct trksrv *t, size_t len, const struct sockaddr *sa,
            socklen_t sa_len)
 {
@@ -958,15 +1176,10 @@ udp_packet(struct trksrv *t, size_t len, const struct sockaddr *sa,
             return;
         }
         struct trksrv_answer ans;
-        do_announce(t, &from, &q.announce, from.family, &ans);
-        size_t n = trkserve_udp_announce_resp(
-            t->udp_out, sizeof(t->udp_out), q.transaction_id,
-            (uint32_t)t->cfg->tracker_interval,
-            ans.incomplete > UINT32_MAX ? UINT32_MAX
-                                        : (uint32_t)ans.incomplete,
-            ans.complete > UINT32_MAX ? UINT32_MAX : (uint32_t)ans.complete,
-            ans.peers, ans.n_peers, from.family);
-        udp_send(t, t->udp_out, n, sa, sa_len);
+        if (do_announce(t, &from, &q.announce, from.family, &ans) &&
+            udp_hold(t, &q, &from, sa, sa_len))
+            return;
+        udp_announce_answer(t, q.transaction_id, &from, &ans, sa, sa_len);
         return;
     }
     /* Scrape: an info-hash that is not allowed reads as unknown. */
@@ -1168,6 +1381,13 @@ trksrv_new(struct trksrv **ret, struct ev_loop *loop, const struct config *cfg)
     t->last_stats = ev_now(loop);
     ev_prepare_init(&t->prepare_w, prepare_cb);
     t->prepare_w.data = t;
+    ev_timer_init(&t->held_w, held_cb, TRKSRV_SOURCE_WAIT_S, 0.);
+    t->held_w.data = t;
+    t->held = calloc(TRKSRV_UDP_HELD, sizeof(*t->held));
+    if (!t->held) {
+        r = log_err_errno(-ENOMEM, "cannot start the tracker");
+        goto fail;
+    }
     if (getrandom(t->secret, sizeof(t->secret), 0) !=
         (ssize_t)sizeof(t->secret)) {
         r = log_err_errno(-errno, "tracker: cannot get random bytes");
@@ -1238,27 +1458,69 @@ trksrv_free(struct trksrv *t)
     ev_prepare_stop(t->loop, &t->prepare_w);
     ev_io_stop(t->loop, &t->udp_w);
     ev_timer_stop(t->loop, &t->sweep_w);
+    ev_timer_stop(t->loop, &t->held_w);
+    free(t->held);
     listen_free(t->listen);
     if (t->udp_fd >= 0)
         (void)close(t->udp_fd);
     trksrv_store_free(t->store);
     free(t->allow);
     free(t->allow_path);
-    log_debug("tracker: stopped after %llu announces, %llu scrapes, %llu "
-              "refused, %llu bad requests",
+    log_debug("tracker: stopped after %llu announces (%llu held for the "
+              "dht), %llu scrapes, %llu refused, %llu bad requests",
               (unsigned long long)t->n_announces,
+              (unsigned long long)t->n_held,
               (unsigned long long)t->n_scrapes,
               (unsigned long long)t->n_refused, (unsigned long long)t->n_bad);
     free(t);
 }
 
 void
-trksrv_set_lookup(struct trksrv *t, trksrv_lookup_t fn, void *arg)
+trksrv_source_ready(struct trksrv *t, const uint8_t *info_hash)
 {
     if (!t)
         return;
-    t->lookup = fn;
-    t->lookup_arg = arg;
+    for (struct trksrv_conn *c = t->conns; c; c = c->next)
+        if (c->held && !c->closing &&
+            memcmp(c->a.info_hash, info_hash, TRACKER_HASH_LEN) == 0)
+            conn_release(c);
+    for (size_t i = 0; i < t->held_n; i++) {
+        struct trksrv_udp_held *h =
+            &t->held[(t->held_head + i) % TRKSRV_UDP_HELD];
+        if (h->live &&
+            memcmp(h->a.info_hash, info_hash, TRACKER_HASH_LEN) == 0)
+            udp_release(t, h);
+    }
+    udp_held_advance(t);
+}
+
+/* Give every held answer now (the source goes away). */
+static void
+release_all(struct trksrv *t)
+{
+    for (struct trksrv_conn *c = t->conns; c; c = c->next)
+        if (c->held && !c->closing)
+            conn_release(c);
+    for (size_t i = 0; i < t->held_n; i++) {
+        struct trksrv_udp_held *h =
+            &t->held[(t->held_head + i) % TRKSRV_UDP_HELD];
+        if (h->live)
+            udp_release(t, h);
+    }
+    udp_held_advance(t);
+}
+
+void
+trksrv_set_source(struct trksrv *t, const struct trksrv_source *src)
+{
+    if (!t)
+        return;
+    if (!src) {
+        release_all(t); /* asks the old source one last time */
+        memset(&t->src, 0, sizeof(t->src));
+        return;
+    }
+    t->src = *src;
 }
 
 uint16_t

@@ -24,6 +24,10 @@
  * others out.  The UDP server reads at most TRKSRV_UDP_BATCH datagrams per
  * wake-up; connection ids carry no state (common/trkserve.h).
  *
+ * Swarms the store has fewer peers for than an announce asks are filled
+ * up from a source of peers (struct trksrv_source below: the DHT), whose
+ * first lookup for an info-hash an answer may wait for.
+ *
  * With tracker_allowlist set, only the info-hashes listed in that file are
  * served (others get a failure reason / UDP error); the file is read at
  * start, by trksrv_reload() (SIGHUP), and within TRKSRV_SWEEP_S after the
@@ -32,6 +36,7 @@
 #ifndef TD_DAEMON_TRKSRV_H
 #define TD_DAEMON_TRKSRV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +57,8 @@ struct trksrv_store;
 #define TRKSRV_ALLOWLIST_MAX 200000   /* info-hashes in the allowlist */
 #define TRKSRV_SWEEP_S 1.0            /* expiry sweep period */
 #define TRKSRV_SWEEP_BUDGET 4096      /* peers looked at per sweep */
+#define TRKSRV_SOURCE_WAIT_S 3.0      /* an answer held for the source */
+#define TRKSRV_UDP_HELD 256           /* UDP answers held at once */
 
 /* --- The swarm store: no I/O, no libev (tests/unit/test_trksrv.c). --- */
 
@@ -87,6 +94,15 @@ int trksrv_store_announce(struct trksrv_store *st,
                           double expire_after, int family,
                           struct trksrv_answer *ret);
 
+/* The answer trksrv_store_announce() would give to a from `from` at now,
+ * without recording anything nor dropping peers (those not seen for
+ * expire_after seconds are left out of the sample). */
+void trksrv_store_sample(struct trksrv_store *st,
+                         const struct trkserve_addr *from,
+                         const struct trkserve_announce *a, double now,
+                         double expire_after, int family,
+                         struct trksrv_answer *ret);
+
 /* The counts of one info-hash (zeros when unknown) into ret. */
 void trksrv_store_scrape(const struct trksrv_store *st, const uint8_t *hash,
                          struct trkserve_scrape_file *ret);
@@ -101,13 +117,24 @@ size_t trksrv_store_swarms(const struct trksrv_store *st);
 
 /* --- The server. --- */
 
-/* Extra peers for an info-hash the store has too few for (the DHT, once
- * it is wired): write at most max peers of family (AF_INET, AF_INET6 or
- * AF_UNSPEC for both) to out and return how many.  Called synchronously
- * from the reactor; must not block. */
-typedef size_t (*trksrv_lookup_t)(void *arg, const uint8_t *info_hash,
-                                  int family, struct tracker_peer *out,
-                                  size_t max);
+/* A source of peers for swarms the store has fewer than numwant of (the
+ * DHT: daemon/trkdht.h).  fill() writes at most max peers of family
+ * (AF_INET, AF_INET6, or AF_UNSPEC for both) that it has now for
+ * info_hash and returns how many; when it has none yet but has started
+ * to look, it sets *pending.  The tracker then holds that announce's
+ * answer (the HTTP connection, or the UDP reply) until
+ * trksrv_source_ready() for the info-hash or TRKSRV_SOURCE_WAIT_S,
+ * whichever comes first, and answers with what the store and the source
+ * have by then.  At most TRKSRV_UDP_HELD UDP answers are held (beyond
+ * that they are given at once); held HTTP answers are bounded by the
+ * connections.  Peers from the source are never the requester itself nor
+ * repeats of the store's.  fill() is called from the reactor: it must not
+ * block nor call into the tracker. */
+struct trksrv_source {
+    size_t (*fill)(void *arg, const uint8_t *info_hash, int family,
+                   struct tracker_peer *out, size_t max, bool *pending);
+    void *arg;
+};
 
 /* Start the tracker on cfg->tracker_listen (TCP and UDP on the same
  * address and port).  cfg is borrowed and must outlive the tracker (the
@@ -125,8 +152,13 @@ void trksrv_free(struct trksrv *t);
  * the old list is kept.  Accepts NULL.  Returns 0 or a negative errno. */
 int trksrv_reload(struct trksrv *t);
 
-/* Set (or clear, fn NULL) the lookup hook. */
-void trksrv_set_lookup(struct trksrv *t, trksrv_lookup_t fn, void *arg);
+/* Set the source of extra peers (copied), or clear it (src NULL: the
+ * answers held for it are given now).  Accepts t NULL. */
+void trksrv_set_source(struct trksrv *t, const struct trksrv_source *src);
+
+/* The source has more for info_hash (or gave up looking): give the
+ * answers held for it now.  Accepts t NULL. */
+void trksrv_source_ready(struct trksrv *t, const uint8_t *info_hash);
 
 /* The port both sockets are bound to. */
 uint16_t trksrv_port(const struct trksrv *t);

@@ -4,7 +4,10 @@
  * info-hash and in total, and the sample (size, no repeats, never the
  * requester, leechers only for a seed, family filter, randomness); and
  * the server on a private loop: UDP connect/announce and an HTTP announce
- * through real sockets on 127.0.0.1, with the lookup hook adding peers. */
+ * through real sockets on 127.0.0.1, with a source of extra peers
+ * (trksrv_source) filling up answers, and holding them while it looks:
+ * released when it is ready, after TRKSRV_SOURCE_WAIT_S, or when it is
+ * cleared. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -356,23 +359,32 @@ test_many_swarms(void **state)
 /* --- the server, driven by hand ----------------------------------------- */
 
 static unsigned lookup_calls;
+static bool fake_has;     /* false: nothing yet, looking (pending) */
 
 static size_t
-fake_lookup(void *arg, const uint8_t *info_hash, int family,
-            struct tracker_peer *out, size_t max)
+fake_fill(void *arg, const uint8_t *info_hash, int family,
+          struct tracker_peer *out, size_t max, bool *pending)
 {
     (void)arg;
     (void)info_hash;
     lookup_calls++;
     assert_true(max >= 2);
     assert_true(family == AF_INET || family == AF_UNSPEC);
-    memset(out, 0, 3 * sizeof(*out));
+    if (!fake_has) {
+        *pending = true;
+        return 0;
+    }
+    memset(out, 0, 4 * sizeof(*out));
     for (int i = 0; i < 3; i++) {
         out[i].family = AF_INET;
         memcpy(out[i].addr, "\xc0\xa8\x01\x01", 4);
         out[i].port = (uint16_t)(5000 + (i == 2 ? 0 : i)); /* one repeat */
     }
-    return 3;
+    /* The requester itself (UDP from 127.0.0.1 port 6000): left out. */
+    out[3].family = AF_INET;
+    memcpy(out[3].addr, "\x7f\x00\x00\x01", 4);
+    out[3].port = 6000;
+    return 4;
 }
 
 /* Run the loop until fd is readable (bounded: about 5 s). */
@@ -404,7 +416,9 @@ test_server(void **state)
     assert_non_null(t);
     uint16_t port = trksrv_port(t);
     assert_int_not_equal(port, 0);
-    trksrv_set_lookup(t, fake_lookup, NULL);
+    fake_has = true;
+    lookup_calls = 0;
+    trksrv_set_source(t, &(struct trksrv_source){.fill = fake_fill});
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
     to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
@@ -485,7 +499,7 @@ test_server(void **state)
 
     close(h);
     close(u);
-    trksrv_set_lookup(t, NULL, NULL);
+    trksrv_set_source(t, NULL);
     trksrv_free(t);
     trksrv_free(NULL);
     ev_loop_destroy(loop);
@@ -500,6 +514,177 @@ test_server(void **state)
     config_release(&c);
 }
 
+/* Nothing readable on fd while the loop runs for about ms. */
+static void
+pump_quiet(struct ev_loop *loop, int fd, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        ev_run(loop, EVRUN_NOWAIT);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&p, 1, 10), 0);
+    }
+}
+
+/* Read an HTTP answer to its end and decode its announce body. */
+static void
+http_read_announce(struct ev_loop *loop, int h, struct tracker_announce_resp *a)
+{
+    char in[4096];
+    size_t have = 0;
+    for (int i = 0; i < 50; i++) {
+        pump_until_readable(loop, h);
+        ssize_t got = recv(h, in + have, sizeof(in) - 1 - have, 0);
+        if (got <= 0)
+            break;
+        have += (size_t)got;
+    }
+    in[have] = '\0';
+    char *body = strstr(in, "\r\n\r\n");
+    assert_non_null(body);
+    body += 4;
+    assert_int_equal(tracker_parse_announce(a, body,
+                                            have - (size_t)(body - in), NULL,
+                                            NULL),
+                     0);
+}
+
+static int
+http_send(const struct sockaddr_in *to, const char *req)
+{
+    int h = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(h >= 0);
+    assert_int_equal(connect(h, (const struct sockaddr *)to, sizeof(*to)), 0);
+    assert_int_equal(send(h, req, strlen(req), 0), (ssize_t)strlen(req));
+    return h;
+}
+
+/* A source that is still looking: the answers wait for
+ * trksrv_source_ready(), or give what there is after
+ * TRKSRV_SOURCE_WAIT_S. */
+static void
+test_held(void **state)
+{
+    (void)state;
+    struct config c;
+    struct config_error err;
+    assert_int_equal(config_init(&c), 0);
+    assert_int_equal(config_set(&c, "tracker_listen", "127.0.0.1:0", &err), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct trksrv *t = NULL;
+    assert_int_equal(trksrv_new(&t, loop, &c), 0);
+    struct sockaddr_in to = {.sin_family = AF_INET,
+                             .sin_port = htons(trksrv_port(t))};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fake_has = false;
+    lookup_calls = 0;
+    trksrv_set_source(t, &(struct trksrv_source){.fill = fake_fill});
+
+    /* HTTP: held while the source looks, answered on ready. */
+    static const char get[] =
+        "GET /announce?info_hash=CCCCCCCCCCCCCCCCCCCC&peer_id=hhhhhhhhhhhhhhhh"
+        "hhhh&port=6001&left=5 HTTP/1.1\r\nHost: x\r\n\r\n";
+    int h = http_send(&to, get);
+    pump_quiet(loop, h, 200);
+    assert_int_equal(lookup_calls, 1);
+
+    /* UDP: the same. */
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(u >= 0);
+    uint8_t pkt[256], in[2048];
+    size_t n = tracker_udp_connect_req(pkt, 1);
+    assert_int_equal(sendto(u, pkt, n, 0, (struct sockaddr *)&to, sizeof(to)),
+                     (ssize_t)n);
+    pump_until_readable(loop, u);
+    ssize_t got = recv(u, in, sizeof(in), 0);
+    struct tracker_udp_resp r;
+    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
+                                       TRACKER_UDP_CONNECT, 1, AF_INET, NULL,
+                                       0, NULL, NULL),
+                     0);
+    uint64_t cid = r.connection_id;
+    tracker_udp_resp_release(&r);
+    struct tracker_announce_req req;
+    memset(&req, 0, sizeof(req));
+    memset(req.info_hash, 'C', 20);
+    memset(req.peer_id, 'u', 20);
+    req.port = 6000;
+    req.left = 1;
+    req.numwant = -1;
+    n = tracker_udp_announce_req(pkt, cid, 2, &req);
+    assert_int_equal(sendto(u, pkt, n, 0, (struct sockaddr *)&to, sizeof(to)),
+                     (ssize_t)n);
+    pump_quiet(loop, u, 200);
+    assert_int_equal(lookup_calls, 2);
+
+    /* Another info-hash's readiness releases nothing. */
+    uint8_t other[20];
+    memset(other, 'D', sizeof(other));
+    trksrv_source_ready(t, other);
+    pump_quiet(loop, u, 50);
+
+    fake_has = true;
+    uint8_t hash[20];
+    memset(hash, 'C', sizeof(hash));
+    trksrv_source_ready(t, hash);
+    pump_until_readable(loop, u);
+    got = recv(u, in, sizeof(in), 0);
+    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
+                                       TRACKER_UDP_ANNOUNCE, 2, AF_INET,
+                                       NULL, 0, NULL, NULL),
+                     0);
+    /* The HTTP peer from the store, then 192.168.1.1:5000 and :5001; not
+     * the requester, no repeats. */
+    assert_int_equal(r.announce.n_peers, 3);
+    assert_int_equal(r.announce.incomplete, 2);
+    assert_int_equal(r.announce.peers[0].port, 6001);
+    assert_int_equal(r.announce.peers[1].port, 5000);
+    assert_int_equal(r.announce.peers[2].port, 5001);
+    tracker_udp_resp_release(&r);
+    struct tracker_announce_resp a;
+    http_read_announce(loop, h, &a);
+    /* For the HTTP announce, made before UDP's, the store had no one
+     * else at the time, but the answer is made now: the UDP peer too. */
+    assert_int_equal(a.n_peers, 3);
+    assert_int_equal(a.incomplete, 2);
+    tracker_announce_resp_release(&a);
+    close(h);
+
+    /* Nothing comes: the answer is given after the wait, with what the
+     * store has. */
+    fake_has = false;
+    static const char get2[] =
+        "GET /announce?info_hash=EEEEEEEEEEEEEEEEEEEE&peer_id=hhhhhhhhhhhhhhhh"
+        "hhhh&port=6001&left=5 HTTP/1.1\r\nHost: x\r\n\r\n";
+    h = http_send(&to, get2);
+    double t0 = ev_time();
+    pump_quiet(loop, h, 1000);
+    for (int i = 0; i < 10; i++) {
+        struct pollfd p = {.fd = h, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0)
+            break;
+        ev_run(loop, EVRUN_ONCE);
+    }
+    http_read_announce(loop, h, &a);
+    assert_true(ev_time() - t0 >= TRKSRV_SOURCE_WAIT_S - 0.1);
+    assert_int_equal(a.n_peers, 0);
+    assert_int_equal(a.incomplete, 1);
+    tracker_announce_resp_release(&a);
+    close(h);
+
+    /* Clearing the source gives what is held at once. */
+    h = http_send(&to, get2);
+    pump_quiet(loop, h, 100);
+    trksrv_set_source(t, NULL);
+    http_read_announce(loop, h, &a);
+    tracker_announce_resp_release(&a);
+    close(h);
+
+    close(u);
+    trksrv_free(t);
+    ev_loop_destroy(loop);
+    config_release(&c);
+}
+
 int
 main(void)
 {
@@ -507,6 +692,7 @@ main(void)
         cmocka_unit_test(test_counts),  cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_limits),  cmocka_unit_test(test_sample),
         cmocka_unit_test(test_many_swarms), cmocka_unit_test(test_server),
+        cmocka_unit_test(test_held),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
