@@ -400,120 +400,6 @@ pump_until_readable(struct ev_loop *loop, int fd)
     fail_msg("no answer from the tracker");
 }
 
-static void
-test_server(void **state)
-{
-    (void)state;
-    struct config c;
-    struct config_error err;
-    assert_int_equal(config_init(&c), 0);
-    assert_int_equal(config_set(&c, "tracker_listen", "127.0.0.1:0", &err), 0);
-    assert_int_equal(config_set(&c, "tracker_interval", "77", &err), 0);
-    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
-    assert_non_null(loop);
-    struct trksrv *t = NULL;
-    assert_int_equal(trksrv_new(&t, loop, &c), 0);
-    assert_non_null(t);
-    uint16_t port = trksrv_port(t);
-    assert_int_not_equal(port, 0);
-    fake_has = true;
-    lookup_calls = 0;
-    trksrv_set_source(t, &(struct trksrv_source){.fill = fake_fill});
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-
-    /* UDP: connect, then announce; the hook fills up the answer. */
-    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(u >= 0);
-    uint8_t pkt[256], in[2048];
-    size_t n = tracker_udp_connect_req(pkt, 9);
-    assert_int_equal(sendto(u, pkt, n, 0, (struct sockaddr *)&to, sizeof(to)),
-                     (ssize_t)n);
-    pump_until_readable(loop, u);
-    ssize_t got = recv(u, in, sizeof(in), 0);
-    struct tracker_udp_resp r;
-    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
-                                       TRACKER_UDP_CONNECT, 9, AF_INET, NULL,
-                                       0, NULL, NULL),
-                     0);
-    uint64_t cid = r.connection_id;
-    tracker_udp_resp_release(&r);
-    struct tracker_announce_req req;
-    memset(&req, 0, sizeof(req));
-    memset(req.info_hash, 0x42, 20);
-    memset(req.peer_id, 'u', 20);
-    req.port = 6000;
-    req.left = 1;
-    req.numwant = -1;
-    n = tracker_udp_announce_req(pkt, cid, 10, &req);
-    assert_int_equal(sendto(u, pkt, n, 0, (struct sockaddr *)&to, sizeof(to)),
-                     (ssize_t)n);
-    pump_until_readable(loop, u);
-    got = recv(u, in, sizeof(in), 0);
-    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
-                                       TRACKER_UDP_ANNOUNCE, 10, AF_INET,
-                                       NULL, 0, NULL, NULL),
-                     0);
-    assert_int_equal(r.announce.interval, 77);
-    assert_int_equal(r.announce.incomplete, 1);
-    assert_int_equal(r.announce.n_peers, 2); /* the repeat dropped */
-    assert_int_equal(r.announce.peers[0].port, 5000);
-    assert_int_equal(r.announce.peers[1].port, 5001);
-    tracker_udp_resp_release(&r);
-    assert_int_equal(lookup_calls, 1);
-
-    /* HTTP: the UDP peer from the store, then the hook's. */
-    int h = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(h >= 0);
-    assert_int_equal(connect(h, (struct sockaddr *)&to, sizeof(to)), 0);
-    static const char get[] =
-        "GET /announce?info_hash=BBBBBBBBBBBBBBBBBBBB&peer_id=hhhhhhhhhhhhhhhh"
-        "hhhh&port=6001&left=0 HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(send(h, get, sizeof(get) - 1, 0),
-                     (ssize_t)sizeof(get) - 1);
-    size_t have = 0;
-    for (int i = 0; i < 50; i++) {
-        pump_until_readable(loop, h);
-        got = recv(h, in + have, sizeof(in) - 1 - have, 0);
-        if (got <= 0)
-            break;
-        have += (size_t)got;
-    }
-    in[have] = '\0';
-    char *body = strstr((char *)in, "\r\n\r\n");
-    assert_non_null(body);
-    assert_non_null(strstr((char *)in, "HTTP/1.1 200 OK"));
-    body += 4;
-    struct tracker_announce_resp a;
-    assert_int_equal(tracker_parse_announce(&a, body,
-                                            have - (size_t)(body - (char *)in),
-                                            NULL, NULL),
-                     0);
-    assert_int_equal(a.interval, 77);
-    assert_int_equal(a.complete, 1);
-    assert_int_equal(a.incomplete, 1);
-    assert_int_equal(a.n_peers, 3);
-    assert_int_equal(a.peers[0].port, 6000);
-    tracker_announce_resp_release(&a);
-    assert_int_equal(lookup_calls, 2);
-
-    close(h);
-    close(u);
-    trksrv_set_source(t, NULL);
-    trksrv_free(t);
-    trksrv_free(NULL);
-    ev_loop_destroy(loop);
-    /* Off when tracker_listen is empty. */
-    assert_int_equal(config_set(&c, "tracker_listen", "", &err), 0);
-    loop = ev_loop_new(EVFLAG_AUTO);
-    t = (struct trksrv *)&c;
-    assert_int_equal(trksrv_new(&t, loop, &c), 0);
-    assert_null(t);
-    assert_int_equal(trksrv_reload(NULL), 0);
-    ev_loop_destroy(loop);
-    config_release(&c);
-}
-
 /* Nothing readable on fd while the loop runs for about ms. */
 static void
 pump_quiet(struct ev_loop *loop, int fd, int ms)
@@ -539,6 +425,7 @@ http_read_announce(struct ev_loop *loop, int h, struct tracker_announce_resp *a)
         have += (size_t)got;
     }
     in[have] = '\0';
+    assert_non_null(strstr(in, "HTTP/1.1 200 OK"));
     char *body = strstr(in, "\r\n\r\n");
     assert_non_null(body);
     body += 4;
@@ -556,6 +443,129 @@ http_send(const struct sockaddr_in *to, const char *req)
     assert_int_equal(connect(h, (const struct sockaddr *)to, sizeof(*to)), 0);
     assert_int_equal(send(h, req, strlen(req), 0), (ssize_t)strlen(req));
     return h;
+}
+
+/* A UDP connect from u; returns the connection id. */
+static uint64_t
+udp_connect(struct ev_loop *loop, int u, const struct sockaddr_in *to,
+            uint32_t tid)
+{
+    uint8_t pkt[64], in[64];
+    size_t n = tracker_udp_connect_req(pkt, tid);
+    assert_int_equal(sendto(u, pkt, n, 0, (const struct sockaddr *)to,
+                            sizeof(*to)),
+                     (ssize_t)n);
+    pump_until_readable(loop, u);
+    ssize_t got = recv(u, in, sizeof(in), 0);
+    struct tracker_udp_resp r;
+    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
+                                       TRACKER_UDP_CONNECT, tid, AF_INET,
+                                       NULL, 0, NULL, NULL),
+                     0);
+    uint64_t cid = r.connection_id;
+    tracker_udp_resp_release(&r);
+    return cid;
+}
+
+/* A UDP announce of info-hash hash20 (all bytes `fill`) for port, as a
+ * leecher; the answer waits for udp_read_announce(). */
+static void
+udp_send_announce(int u, const struct sockaddr_in *to, uint64_t cid,
+                  uint32_t tid, int fill, uint16_t port)
+{
+    uint8_t pkt[256];
+    struct tracker_announce_req req;
+    memset(&req, 0, sizeof(req));
+    memset(req.info_hash, fill, 20);
+    memset(req.peer_id, 'u', 20);
+    req.port = port;
+    req.left = 1;
+    req.numwant = -1;
+    size_t n = tracker_udp_announce_req(pkt, cid, tid, &req);
+    assert_int_equal(sendto(u, pkt, n, 0, (const struct sockaddr *)to,
+                            sizeof(*to)),
+                     (ssize_t)n);
+}
+
+static void
+udp_read_announce(struct ev_loop *loop, int u, uint32_t tid,
+                  struct tracker_udp_resp *r)
+{
+    uint8_t in[2048];
+    pump_until_readable(loop, u);
+    ssize_t got = recv(u, in, sizeof(in), 0);
+    assert_int_equal(tracker_udp_parse(r, in, (size_t)got,
+                                       TRACKER_UDP_ANNOUNCE, tid, AF_INET,
+                                       NULL, 0, NULL, NULL),
+                     0);
+}
+
+static void
+test_server(void **state)
+{
+    (void)state;
+    struct config c;
+    struct config_error err;
+    assert_int_equal(config_init(&c), 0);
+    assert_int_equal(config_set(&c, "tracker_listen", "127.0.0.1:0", &err), 0);
+    assert_int_equal(config_set(&c, "tracker_interval", "77", &err), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    assert_non_null(loop);
+    struct trksrv *t = NULL;
+    assert_int_equal(trksrv_new(&t, loop, &c), 0);
+    assert_non_null(t);
+    uint16_t port = trksrv_port(t);
+    assert_int_not_equal(port, 0);
+    fake_has = true;
+    lookup_calls = 0;
+    trksrv_set_source(t, &(struct trksrv_source){.fill = fake_fill});
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+    /* UDP: connect, then announce; the source fills up the answer. */
+    int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(u >= 0);
+    uint64_t cid = udp_connect(loop, u, &to, 9);
+    udp_send_announce(u, &to, cid, 10, 0x42, 6000);
+    struct tracker_udp_resp r;
+    udp_read_announce(loop, u, 10, &r);
+    assert_int_equal(r.announce.interval, 77);
+    assert_int_equal(r.announce.incomplete, 1);
+    assert_int_equal(r.announce.n_peers, 2); /* the repeat dropped */
+    assert_int_equal(r.announce.peers[0].port, 5000);
+    assert_int_equal(r.announce.peers[1].port, 5001);
+    tracker_udp_resp_release(&r);
+    assert_int_equal(lookup_calls, 1);
+
+    /* HTTP: the UDP peer from the store, then the source's. */
+    int h = http_send(&to, "GET /announce?info_hash=BBBBBBBBBBBBBBBBBBBB"
+                           "&peer_id=hhhhhhhhhhhhhhhhhhhh&port=6001&left=0 "
+                           "HTTP/1.1\r\nHost: x\r\n\r\n");
+    struct tracker_announce_resp a;
+    http_read_announce(loop, h, &a);
+    assert_int_equal(a.interval, 77);
+    assert_int_equal(a.complete, 1);
+    assert_int_equal(a.incomplete, 1);
+    assert_int_equal(a.n_peers, 3);
+    assert_int_equal(a.peers[0].port, 6000);
+    tracker_announce_resp_release(&a);
+    assert_int_equal(lookup_calls, 2);
+
+    close(h);
+    close(u);
+    trksrv_set_source(t, NULL);
+    trksrv_free(t);
+    trksrv_free(NULL);
+    ev_loop_destroy(loop);
+    /* Off when tracker_listen is empty. */
+    assert_int_equal(config_set(&c, "tracker_listen", "", &err), 0);
+    loop = ev_loop_new(EVFLAG_AUTO);
+    t = (struct trksrv *)&c;
+    assert_int_equal(trksrv_new(&t, loop, &c), 0);
+    assert_null(t);
+    assert_int_equal(trksrv_reload(NULL), 0);
+    ev_loop_destroy(loop);
+    config_release(&c);
 }
 
 /* A source that is still looking: the answers wait for
@@ -590,29 +600,8 @@ test_held(void **state)
     /* UDP: the same. */
     int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     assert_true(u >= 0);
-    uint8_t pkt[256], in[2048];
-    size_t n = tracker_udp_connect_req(pkt, 1);
-    assert_int_equal(sendto(u, pkt, n, 0, (struct sockaddr *)&to, sizeof(to)),
-                     (ssize_t)n);
-    pump_until_readable(loop, u);
-    ssize_t got = recv(u, in, sizeof(in), 0);
-    struct tracker_udp_resp r;
-    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
-                                       TRACKER_UDP_CONNECT, 1, AF_INET, NULL,
-                                       0, NULL, NULL),
-                     0);
-    uint64_t cid = r.connection_id;
-    tracker_udp_resp_release(&r);
-    struct tracker_announce_req req;
-    memset(&req, 0, sizeof(req));
-    memset(req.info_hash, 'C', 20);
-    memset(req.peer_id, 'u', 20);
-    req.port = 6000;
-    req.left = 1;
-    req.numwant = -1;
-    n = tracker_udp_announce_req(pkt, cid, 2, &req);
-    assert_int_equal(sendto(u, pkt, n, 0, (struct sockaddr *)&to, sizeof(to)),
-                     (ssize_t)n);
+    uint64_t cid = udp_connect(loop, u, &to, 1);
+    udp_send_announce(u, &to, cid, 2, 'C', 6000);
     pump_quiet(loop, u, 200);
     assert_int_equal(lookup_calls, 2);
 
@@ -626,12 +615,8 @@ test_held(void **state)
     uint8_t hash[20];
     memset(hash, 'C', sizeof(hash));
     trksrv_source_ready(t, hash);
-    pump_until_readable(loop, u);
-    got = recv(u, in, sizeof(in), 0);
-    assert_int_equal(tracker_udp_parse(&r, in, (size_t)got,
-                                       TRACKER_UDP_ANNOUNCE, 2, AF_INET,
-                                       NULL, 0, NULL, NULL),
-                     0);
+    struct tracker_udp_resp r;
+    udp_read_announce(loop, u, 2, &r);
     /* The HTTP peer from the store, then 192.168.1.1:5000 and :5001; not
      * the requester, no repeats. */
     assert_int_equal(r.announce.n_peers, 3);
