@@ -315,7 +315,9 @@ struct trkdht {
     struct trkdht_cache *cache;   /* owned */
     struct slot slots[TRKDHT_LOOKUPS_MAX];
     ev_timer forget_w;
-    uint64_t n_lookups, n_peers_found;
+    double minute;              /* the current minute began */
+    unsigned minute_lookups;    /* lookups started in it */
+    uint64_t n_lookups, n_peers_found, n_over_rate;
 };
 
 static void
@@ -376,9 +378,16 @@ fill(void *arg, const uint8_t *info_hash, int family,
         *pending = true;
     if (a != TRKDHT_LOOKUP)
         return n;
+    double now = ev_now(d->loop);
+    if (now - d->minute >= 60.0) {
+        d->minute = now;
+        d->minute_lookups = 0;
+    }
     struct slot *s = slot_free(d);
-    if (!s)
+    if (!s || d->minute_lookups >= TRKDHT_LOOKUPS_PER_MIN) {
+        d->n_over_rate += s != NULL;
         return n; /* busy: answer from the cache */
+    }
     int err = 0;
     s->lk = dhtsvc_get_peers(d->dht, info_hash, 0, on_peers, on_done, s,
                              &err);
@@ -390,7 +399,8 @@ fill(void *arg, const uint8_t *info_hash, int family,
     }
     memcpy(s->hash, info_hash, TRACKER_HASH_LEN);
     d->n_lookups++;
-    trkdht_cache_started(d->cache, info_hash, ev_now(d->loop));
+    d->minute_lookups++;
+    trkdht_cache_started(d->cache, info_hash, now);
     *pending = n == 0;
     return n;
 }
@@ -449,9 +459,10 @@ trkdht_free(struct trkdht *d)
         d->slots[i].lk = NULL;
     }
     ev_timer_stop(d->loop, &d->forget_w);
-    log_debug("tracker: dht source stopped after %llu lookups, %llu peers "
-              "found",
+    log_debug("tracker: dht source stopped after %llu lookups (%llu more "
+              "refused by the rate limit), %llu peers found",
               (unsigned long long)d->n_lookups,
+              (unsigned long long)d->n_over_rate,
               (unsigned long long)d->n_peers_found);
     trkdht_cache_free(d->cache);
     free(d);

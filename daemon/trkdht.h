@@ -12,8 +12,10 @@
  * last found, for at most TRKDHT_ENTRIES_MAX info-hashes (the one asked
  * for least recently, with no lookup running, makes room).  A lookup for
  * an info-hash is due when it is asked for and no lookup ended within
- * TRKDHT_FRESH_S; at most TRKDHT_LOOKUPS_MAX run at once (beyond that an
- * answer uses what is cached).  Until the first lookup of an info-hash
+ * TRKDHT_FRESH_S; at most TRKDHT_LOOKUPS_MAX run at once and at most
+ * TRKDHT_LOOKUPS_PER_MIN start in a minute, so that announces of made-up
+ * info-hashes cannot turn the tracker into a source of DHT traffic
+ * (beyond either bound an answer uses what is cached).  Until the first lookup of an info-hash
  * ends, the source reports "pending", so the tracker holds the answer
  * (TRKSRV_SOURCE_WAIT_S at most) and gives it when the lookup ends.  A
  * lookup that found peers drops those it did not find again.  Entries not
@@ -46,6 +48,7 @@ struct trksrv;
 #define TRKDHT_ENTRIES_MAX 1024
 #define TRKDHT_PEERS_MAX 200
 #define TRKDHT_LOOKUPS_MAX 8
+#define TRKDHT_LOOKUPS_PER_MIN 120
 #define TRKDHT_FRESH_S 300.0
 #define TRKDHT_FORGET_S 1800.0
 
