@@ -6,6 +6,11 @@
  * wait subscribes before it looks at the torrents' current state, so an
  * event that happens in between is not lost: it is queued on the
  * connection and read after the look.
+ *
+ * torrent.progress events (live: no sequence number, never replayed, at
+ * most one a second per torrent) come only to a subscription that names
+ * them: watch asks for them with --progress, wait when it draws its bar,
+ * which then moves with every one of them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,6 +32,33 @@
 #define WAIT_MAX_TORRENTS 1024
 /* The longest --timeout: a day is plenty, and keeps the arithmetic sane. */
 #define WAIT_MAX_TIMEOUT_S (7 * 86400.0)
+/* The bar is redrawn at most this often for progress events (many
+ * torrents send many). */
+#define WAIT_REDRAW_MS 100
+
+#define PROGRESS_TYPE "torrent.progress"
+
+/* types (an array, or NULL for all the kept types) plus torrent.progress;
+ * types is taken.  NULL on out of memory. */
+static struct json_object *
+types_with_progress(struct json_object *types)
+{
+    if (!types) {
+        types = json_object_new_array();
+        /* "*": every type the daemon keeps (torrentd-api(7)). */
+        if (!types ||
+            json_object_array_add(types, json_object_new_string("*")) < 0) {
+            json_object_put(types);
+            return NULL;
+        }
+    }
+    if (json_object_array_add(types, json_object_new_string(PROGRESS_TYPE)) <
+        0) {
+        json_object_put(types);
+        return NULL;
+    }
+    return types;
+}
 
 /* Subscribe c to events (all types, or the given array; since > 0 replays
  * what came after since).  Returns CTL_EXIT_OK or an exit status. */
@@ -91,6 +123,46 @@ is_header_key(const char *k)
            strcmp(k, "id") == 0;
 }
 
+/* torrent.progress: "TIME  TYPE  HASH (ID)  45.2%  HAVE/SIZE  down RATE
+ * up RATE  N peers  eta 1m05s  NAME" (no sequence number: it has none). */
+static void
+print_progress_human(struct json_object *ev)
+{
+    char when[CTL_FMT_LEN], pct[CTL_FMT_LEN], down[CTL_FMT_LEN],
+        up[CTL_FMT_LEN], eta[CTL_FMT_LEN];
+    char have[CTL_SIZE_LEN], size[CTL_SIZE_LEN];
+    const char *hash = ctl_jstr(ev, "info_hash", "?");
+    const char *state = ctl_jstr(ev, "state", "");
+    const char *name = ctl_jstr(ev, "name", NULL);
+    FILE *o = stdout;
+
+    ctl_fmt_time(when, ctl_jint(ev, "time", 0));
+    ctl_fmt_percent(pct, ctl_jdouble(ev, "progress", 0));
+    ctl_fmt_rate(down, (uint64_t)ctl_jint(ev, "download_rate", 0));
+    ctl_fmt_rate(up, (uint64_t)ctl_jint(ev, "upload_rate", 0));
+    ctl_human_size(have, (uint64_t)ctl_jint(ev, "have_bytes", 0));
+    ctl_human_size(size, (uint64_t)ctl_jint(ev, "size_bytes", 0));
+    printf("%s  %s%-17s%s  %.8s (%" PRId64 ")", when,
+           ctl_style(o, CTL_STYLE_DIM), PROGRESS_TYPE,
+           ctl_style(o, CTL_STYLE_RESET), hash, ctl_jint(ev, "id", 0));
+    if (strcmp(state, "checking") == 0)
+        printf("  checking %s", pct);
+    else
+        printf("  %s  %s/%s", pct, have, size);
+    printf("  down %s  up %s  %" PRId64 " peer%s", down, up,
+           ctl_jint(ev, "peers_connected", 0),
+           ctl_jint(ev, "peers_connected", 0) == 1 ? "" : "s");
+    if (ctl_jhas(ev, "eta_s")) {
+        ctl_fmt_duration(eta, ctl_jint(ev, "eta_s", -1));
+        printf("  eta %s", eta);
+    }
+    if (name && *name) {
+        printf("  ");
+        ctl_fputs_safe(name, o);
+    }
+    putchar('\n');
+}
+
 /* One line per event: "TIME  #SEQ  TYPE  HASH  details". */
 static void
 print_event_human(struct json_object *ev)
@@ -143,6 +215,25 @@ print_event_human(struct json_object *ev)
     putchar('\n');
 }
 
+static const char watch_help[] =
+    "\nOptions:\n"
+    "  -s, --since SEQ  first the kept events after number SEQ, then new "
+    "ones\n"
+    "  -n, --count N    exit after N events\n"
+    "  -t, --type TYPE  only events of this type (may repeat)\n"
+    "  -p, --progress   also torrent.progress: each downloading or checking\n"
+    "                   torrent's progress, rates and peers, about once a\n"
+    "                   second; never replayed by --since, no number\n"
+    CTL_COMMON_OPTS_HELP;
+
+static const char wait_help[] =
+    "\nOn a terminal, a progress bar on standard error moves with the\n"
+    "daemon's progress events (about once a second).\n\nOptions:\n"
+    "  -f, --for STATE      complete (default), seeding, metadata or "
+    "removed\n"
+    "  -t, --timeout S      give up after S seconds (exit status 6)\n"
+    CTL_COMMON_OPTS_HELP;
+
 int
 ctl_cmd_watch(struct ctl_ctx *ctx, int argc, char **argv)
 {
@@ -152,19 +243,25 @@ ctl_cmd_watch(struct ctl_ctx *ctx, int argc, char **argv)
         {"since", required_argument, NULL, 's'},
         {"count", required_argument, NULL, 'n'},
         {"type", required_argument, NULL, 't'},
+        {"progress", no_argument, NULL, 'p'},
         {NULL, 0, NULL, 0}};
     struct ctl_client client;
     struct json_object *types = NULL, *ev = NULL;
     uint64_t since = 0, count = 0, seen = 0, last = 0;
-    bool shutdown = false;
+    bool shutdown = false, progress = false;
     int c, r;
 
     optind = 0;
-    while ((c = getopt_long(argc, argv, ":hs:n:t:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hs:n:t:p", opts, NULL)) != -1) {
         switch (c) {
+        case 'p':
+            progress = true;
+            break;
         case 'h':
             json_object_put(types);
-            return ctl_cmd_help(ctx);
+            ctl_cmd_help(ctx);
+            fputs(watch_help, stdout);
+            return CTL_EXIT_OK;
         case 'J':
             ctx->json = true;
             break;
@@ -205,6 +302,10 @@ ctl_cmd_watch(struct ctl_ctx *ctx, int argc, char **argv)
         json_object_put(types);
         return ctl_usage_error(ctx, "watch takes no arguments");
     }
+    if (progress && !(types = types_with_progress(types))) {
+        ctl_err("out of memory");
+        return CTL_EXIT_FAILURE;
+    }
 
     r = ctl_client_open(&client, ctx, CTL_ACCESS_READ);
     if (r != CTL_EXIT_OK) {
@@ -240,6 +341,8 @@ ctl_cmd_watch(struct ctl_ctx *ctx, int argc, char **argv)
         if (ctx->json) {
             if (ctl_json_print(ev) < 0)
                 r = CTL_EXIT_FAILURE;
+        } else if (strcmp(ctl_jstr(ev, "type", ""), PROGRESS_TYPE) == 0) {
+            print_progress_human(ev);
         } else {
             print_event_human(ev);
         }
@@ -283,6 +386,8 @@ struct wait_item {
     char *info_hash;          /* owned; NULL when unknown */
     struct json_object *last; /* owned: the latest torrent object */
     uint64_t size, have;
+    double check_frac; /* while checking: the share checked */
+    bool checking;
     bool done;
     bool warned_paused;
 };
@@ -294,7 +399,9 @@ struct wait_state {
     struct wait_item *items;
     size_t n, n_done;
     struct ctl_progress bar;
-    char *label; /* owned: the bar's label */
+    char *label;       /* owned: the bar's label */
+    char *check_label; /* owned: the same while some torrent is checked */
+    int64_t drawn_ms;  /* when the bar was last drawn */
     bool bar_on;
 };
 
@@ -342,16 +449,62 @@ item_name(const struct wait_item *it, FILE *fp)
         ctl_fputs_safe(it->info_hash ? it->info_hash : it->arg, fp);
 }
 
+/* Redraw the bar: the verified bytes of every torrent, or for a torrent
+ * being checked the share of it checked ("checking" in front of the
+ * label then).  Unless forced, at most every WAIT_REDRAW_MS. */
 static void
-bar_update(struct wait_state *w)
+bar_update(struct wait_state *w, bool force)
 {
     uint64_t have = 0;
+    bool checking = false;
+    int64_t now;
 
     if (!w->bar_on)
         return;
-    for (size_t i = 0; i < w->n; i++)
-        have += w->items[i].have;
+    now = ctl_now_ms();
+    if (!force && now - w->drawn_ms < WAIT_REDRAW_MS)
+        return;
+    w->drawn_ms = now;
+    for (size_t i = 0; i < w->n; i++) {
+        const struct wait_item *it = &w->items[i];
+
+        if (it->checking && !it->done) {
+            checking = true;
+            have += (uint64_t)(it->check_frac * (double)it->size);
+        } else {
+            have += it->have;
+        }
+    }
+    if (checking && w->check_label)
+        w->bar.label = w->check_label;
+    else if (w->label)
+        w->bar.label = w->label;
     ctl_progress_update(&w->bar, have);
+}
+
+static double
+clamp01(double v)
+{
+    return isfinite(v) && v > 0 ? (v < 1 ? v : 1) : 0;
+}
+
+/* A torrent.progress event: move the bar, without asking the daemon. */
+static void
+progress_event(struct wait_state *w, struct json_object *ev, const char *hash)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        struct wait_item *it = &w->items[i];
+
+        if (it->done || !it->info_hash || strcmp(it->info_hash, hash) != 0)
+            continue;
+        if (ctl_jint(ev, "size_bytes", 0) > 0)
+            it->size = (uint64_t)ctl_jint(ev, "size_bytes", 0);
+        if (ctl_jint(ev, "have_bytes", 0) >= 0)
+            it->have = (uint64_t)ctl_jint(ev, "have_bytes", 0);
+        it->checking = state_is(ev, "checking");
+        it->check_frac = clamp01(ctl_jdouble(ev, "progress", 0));
+    }
+    bar_update(w, false);
 }
 
 /* Look at item i's torrent now (torrent.get) and mark it done when it has
@@ -406,6 +559,8 @@ check_item(struct wait_state *w, size_t i)
     it->have = (uint64_t)(ctl_jint(t, "have_bytes", 0) > 0
                               ? ctl_jint(t, "have_bytes", 0)
                               : 0);
+    it->checking = state_is(t, "checking");
+    it->check_frac = clamp01(ctl_jdouble(t, "progress", 0));
     if (w->cond != WAIT_REMOVED && reached(w->cond, t)) {
         it->done = true;
         w->n_done++;
@@ -445,6 +600,10 @@ handle_event(struct wait_state *w, struct json_object *ev)
     }
     if (!hash)
         return CTL_EXIT_OK;
+    if (strcmp(type, PROGRESS_TYPE) == 0) {
+        progress_event(w, ev, hash);
+        return CTL_EXIT_OK;
+    }
     for (size_t i = 0; i < w->n; i++) {
         struct wait_item *it = &w->items[i];
 
@@ -466,7 +625,7 @@ handle_event(struct wait_state *w, struct json_object *ev)
         if (r != CTL_EXIT_OK)
             return r;
     }
-    bar_update(w);
+    bar_update(w, true);
     return CTL_EXIT_OK;
 }
 
@@ -496,6 +655,7 @@ wait_release(struct wait_state *w)
     }
     free(w->items);
     free(w->label);
+    free(w->check_label);
     ctl_client_close(&w->client);
 }
 
@@ -531,17 +691,20 @@ ctl_cmd_wait(struct ctl_ctx *ctx, int argc, char **argv)
         {"timeout", required_argument, NULL, 't'},
         {NULL, 0, NULL, 0}};
     struct wait_state w = {.ctx = ctx, .cond = WAIT_COMPLETE};
-    struct json_object *ev = NULL;
+    struct json_object *ev = NULL, *types = NULL;
     double timeout_s = -1;
     int64_t deadline = -1;
     uint64_t total = 0;
+    bool want_bar;
     int c, r;
 
     optind = 0;
     while ((c = getopt_long(argc, argv, ":hf:t:", opts, NULL)) != -1) {
         switch (c) {
         case 'h':
-            return ctl_cmd_help(ctx);
+            ctl_cmd_help(ctx);
+            fputs(wait_help, stdout);
+            return CTL_EXIT_OK;
         case 'J':
             ctx->json = true;
             break;
@@ -588,26 +751,38 @@ ctl_cmd_wait(struct ctl_ctx *ctx, int argc, char **argv)
     if (r != CTL_EXIT_OK)
         goto out;
     /* Subscribe first, then look: nothing that happens in between is
-     * missed, it waits in the connection's queue. */
-    r = subscribe(&w.client, 0, NULL, NULL);
+     * missed, it waits in the connection's queue.  A bar on a terminal
+     * also asks for the torrents' progress (about once a second each). */
+    want_bar =
+        !ctx->json && w.cond != WAIT_REMOVED && isatty(STDERR_FILENO) == 1;
+    if (want_bar && !(types = types_with_progress(NULL))) {
+        ctl_err("out of memory");
+        r = CTL_EXIT_FAILURE;
+        goto out;
+    }
+    r = subscribe(&w.client, 0, types, NULL);
+    types = NULL;
     for (size_t i = 0; r == CTL_EXIT_OK && i < w.n; i++)
         r = check_item(&w, i);
     if (r != CTL_EXIT_OK)
         goto out;
 
-    if (!ctx->json && w.n_done < w.n && isatty(STDERR_FILENO)) {
+    if (want_bar && w.n_done < w.n) {
         for (size_t i = 0; i < w.n; i++)
             total += w.items[i].size;
-        if (total > 0 && w.cond != WAIT_REMOVED) {
+        if (total > 0) {
             /* One torrent: its name; several: how many. */
             const char *name = ctl_jstr(w.items[0].last, "name", NULL);
             if (w.n == 1 && name && *name)
                 w.label = ctl_safe_strdup(name);
             else if (asprintf(&w.label, "%zu torrents", w.n) < 0)
                 w.label = NULL;
+            if (asprintf(&w.check_label, "checking %s",
+                         w.label ? w.label : "data") < 0)
+                w.check_label = NULL;
             ctl_progress_start(&w.bar, w.label ? w.label : "waiting", total);
             w.bar_on = w.bar.on;
-            bar_update(&w);
+            bar_update(&w, true);
         }
     }
 

@@ -1,7 +1,9 @@
 /* events — the numbered event log that clients subscribe to.
  *
  * A ring of the last EVENTS_KEEP events (json objects, one reference each)
- * and a list of subscribers.  Publishing walks the subscriber list; a
+ * and a list of subscribers.  Live events (torrent.progress) go through
+ * the same list but never into the ring, and only to subscribers that
+ * named their type.  Publishing walks the subscriber list; a
  * subscriber that unsubscribes (itself or another) while a walk is under
  * way is only marked dead and unlinked when no walk is running, so the
  * walk never touches freed memory.
@@ -98,22 +100,29 @@ reap(struct events *e)
 }
 
 static bool
-sub_wants(const struct events_sub *sub, struct json_object *ev)
+sub_names(const struct events_sub *sub, const char *type)
 {
-    if (sub->dead)
-        return false;
-    if (!sub->types)
-        return true;
-    struct json_object *t;
-    if (!json_object_object_get_ex(ev, "type", &t))
-        return false;
-    const char *type = json_object_get_string(t);
-    if (!type)
+    if (!sub->types || !type)
         return false;
     for (char **p = sub->types; *p; p++)
         if (strcmp(*p, type) == 0)
             return true;
     return false;
+}
+
+/* A kept event goes to unfiltered subscribers, to those with "*" and to
+ * those that name its type; a live one only to those that name it. */
+static bool
+sub_wants(const struct events_sub *sub, struct json_object *ev, bool live)
+{
+    if (sub->dead)
+        return false;
+    if (!live && (!sub->types || sub_names(sub, EVENTS_ALL_KEPT)))
+        return true;
+    struct json_object *t;
+    if (!json_object_object_get_ex(ev, "type", &t))
+        return false;
+    return sub_names(sub, json_object_get_string(t));
 }
 
 static struct json_object **
@@ -144,11 +153,37 @@ events_publish(struct events *e, struct json_object *obj)
     json_object_get(obj);
     e->walking++;
     for (struct events_sub *sub = e->subs; sub; sub = sub->next)
-        if (sub_wants(sub, obj))
+        if (sub_wants(sub, obj, false))
             sub->cb(sub->arg, obj);
     e->walking--;
     json_object_put(obj);
     reap(e);
+}
+
+void
+events_publish_live(struct events *e, struct json_object *obj)
+{
+    if (!obj)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    json_object_object_add(obj, "time", json_object_new_int64(ts.tv_sec));
+    e->walking++;
+    for (struct events_sub *sub = e->subs; sub; sub = sub->next)
+        if (sub_wants(sub, obj, true))
+            sub->cb(sub->arg, obj);
+    e->walking--;
+    json_object_put(obj);
+    reap(e);
+}
+
+bool
+events_wanted(const struct events *e, const char *type)
+{
+    for (const struct events_sub *sub = e->subs; sub; sub = sub->next)
+        if (!sub->dead && sub_names(sub, type))
+            return true;
+    return false;
 }
 
 static int
@@ -215,7 +250,7 @@ events_subscribe(struct events *e, const char *const *types, uint64_t since,
             if (seq < events_oldest_seq(e))
                 continue;
             struct json_object *ev = *slot(e, seq);
-            if (ev && sub_wants(sub, ev)) {
+            if (ev && sub_wants(sub, ev, false)) {
                 json_object_get(ev);
                 cb(arg, ev);
                 json_object_put(ev);
@@ -254,4 +289,35 @@ events_oldest_seq(const struct events *e)
     if (last - e->first_seq >= EVENTS_KEEP)
         return last - EVENTS_KEEP + 1;
     return e->first_seq;
+}
+
+/* --- throttling live reports -------------------------------------------- */
+
+static bool
+progress_equal(const struct events_progress *a, const struct events_progress *b)
+{
+    return a->done == b->done && a->down_rate == b->down_rate &&
+           a->up_rate == b->up_rate && a->peers == b->peers &&
+           a->state == b->state;
+}
+
+bool
+events_throttle_due(const struct events_throttle *th,
+                    const struct events_progress *now, double now_s)
+{
+    if (!th->sent)
+        return true;
+    /* A clock that went back: start again rather than fall silent. */
+    if (now_s >= th->at && now_s - th->at < EVENTS_PROGRESS_INTERVAL)
+        return false;
+    return !progress_equal(&th->last, now);
+}
+
+void
+events_throttle_sent(struct events_throttle *th,
+                     const struct events_progress *p, double now_s)
+{
+    th->last = *p;
+    th->at = now_s;
+    th->sent = true;
 }

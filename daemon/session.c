@@ -62,6 +62,9 @@
 
 static void watch_start(struct session *s);
 static void watch_stop(struct session *s);
+static void progress_forget(struct session *s, struct torrent *t);
+static void progress_state(struct session *s, struct torrent *t,
+                           enum torrent_state old);
 
 int64_t
 session_now_s(void)
@@ -168,6 +171,7 @@ session_list_remove(struct session *s, struct torrent *t)
         }
     }
     t->removed = true;
+    progress_forget(s, t);
     engine_torrent_removed(s->engine, t);
     if (t->jobs == 0)
         torrent_free(t);
@@ -198,6 +202,7 @@ session_set_state(struct session *s, struct torrent *t, enum torrent_state st)
     if (old == st)
         return;
     t->state = st;
+    progress_state(s, t, old);
     if (s->restoring)
         return;
     log_field(LOG_LEVEL_DEBUG, "TORRENT", t->hex, "%s -> %s",
@@ -298,19 +303,29 @@ session_settle(struct session *s, struct torrent *t)
 
 /* --- events ------------------------------------------------------------- */
 
-void
-session_publish_torrent(struct session *s, const char *type,
-                        const struct torrent *t, struct json_object *extra)
+/* The fields every torrent event starts with; NULL on out of memory. */
+static struct json_object *
+torrent_event_new(const char *type, const struct torrent *t)
 {
     struct json_object *o = json_object_new_object();
-    if (!o) {
-        json_object_put(extra);
-        return;
-    }
+    if (!o)
+        return NULL;
     json_object_object_add(o, "type", json_object_new_string(type));
     json_object_object_add(o, "info_hash", json_object_new_string(t->hex));
     json_object_object_add(o, "id", json_object_new_int64(t->id));
     json_object_object_add(o, "name", json_object_new_string(torrent_name(t)));
+    return o;
+}
+
+void
+session_publish_torrent(struct session *s, const char *type,
+                        const struct torrent *t, struct json_object *extra)
+{
+    struct json_object *o = torrent_event_new(type, t);
+    if (!o) {
+        json_object_put(extra);
+        return;
+    }
     if (extra) {
         json_object_object_foreach(extra, k, val)
         {
@@ -327,6 +342,150 @@ session_torrent_json(struct torrent *t)
     if (t->check)
         t->check_done = verify_progress(t->check);
     return torrent_to_json(t);
+}
+
+/* --- torrent.progress ----------------------------------------------------
+ *
+ * Live events (events.h): not numbered, not kept, only for subscribers
+ * that name "torrent.progress".  The torrents that may report are kept in
+ * s->prog (downloading or checking), so that a tick looks at those only,
+ * and at most SESSION_PROGRESS_BUDGET of them, going round from where the
+ * last tick stopped.  Each one reports at most once a second
+ * (EVENTS_PROGRESS_INTERVAL) and only when its numbers changed; nothing is
+ * built while nobody listens.
+ */
+
+static const char *const progress_fields[] = {
+    "state",         "progress",    "have_bytes", "size_bytes",
+    "download_rate", "upload_rate", "eta_s",      "peers_connected",
+};
+
+static bool
+progress_tracked(enum torrent_state st)
+{
+    return st == TORRENT_DOWNLOADING || st == TORRENT_CHECKING;
+}
+
+static void
+progress_forget_at(struct session *s, size_t i)
+{
+    s->prog[i] = s->prog[--s->n_prog];
+    if (s->n_prog == 0 && ev_is_active(&s->prog_timer))
+        ev_timer_stop(s->loop, &s->prog_timer);
+}
+
+/* Cost: O(tracked torrents), like the other per-state-change work
+ * (session_queue_pass()). */
+static void
+progress_forget(struct session *s, struct torrent *t)
+{
+    for (size_t i = 0; i < s->n_prog;) {
+        if (s->prog[i].t == t)
+            progress_forget_at(s, i); /* a record never outlives t */
+        else
+            i++;
+    }
+}
+
+/* Start tracking t; out of memory only costs its progress events.  At
+ * start every torrent comes from paused once, so the look for t (O(n)
+ * each, O(n^2) for a big session) is skipped then. */
+static void
+progress_track(struct session *s, struct torrent *t)
+{
+    for (size_t i = 0; !s->restoring && i < s->n_prog; i++)
+        if (s->prog[i].t == t)
+            return;
+    if (s->n_prog == s->cap_prog) {
+        size_t cap = s->cap_prog ? s->cap_prog * 2 : 16;
+        struct session_progress *v = realloc(s->prog, cap * sizeof(*v));
+        if (!v)
+            return;
+        s->prog = v;
+        s->cap_prog = cap;
+    }
+    s->prog[s->n_prog++] = (struct session_progress){.t = t};
+    if (!s->stopping && !ev_is_active(&s->prog_timer))
+        ev_timer_again(s->loop, &s->prog_timer);
+}
+
+/* t went from old to its current state.  Between checking and
+ * downloading its last report is kept, so that the limit holds across. */
+static void
+progress_state(struct session *s, struct torrent *t, enum torrent_state old)
+{
+    if (progress_tracked(t->state) && !progress_tracked(old))
+        progress_track(s, t);
+    else if (!progress_tracked(t->state) && progress_tracked(old))
+        progress_forget(s, t);
+}
+
+static void
+progress_publish(struct session *s, struct torrent *t)
+{
+    struct json_object *full = session_torrent_json(t);
+    struct json_object *o =
+        full ? torrent_event_new("torrent.progress", t) : NULL;
+    if (!o) {
+        json_object_put(full);
+        return;
+    }
+    for (size_t i = 0; i < sizeof(progress_fields) / sizeof(*progress_fields);
+         i++) {
+        struct json_object *v = NULL;
+        if (json_object_object_get_ex(full, progress_fields[i], &v))
+            json_object_object_add(o, progress_fields[i], json_object_get(v));
+    }
+    json_object_put(full);
+    events_publish_live(s->events, o);
+}
+
+static void
+on_progress_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct session *s = w->data;
+    (void)revents;
+    if (s->n_prog == 0 || s->stopping) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    if (!events_wanted(s->events, "torrent.progress"))
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    /* Each one once per tick at most, and no more than the budget. */
+    size_t visits = s->n_prog < SESSION_PROGRESS_BUDGET
+                        ? s->n_prog
+                        : SESSION_PROGRESS_BUDGET;
+    for (; visits > 0 && s->n_prog > 0; visits--) {
+        if (s->prog_cursor >= s->n_prog)
+            s->prog_cursor = 0;
+        size_t i = s->prog_cursor;
+        struct torrent *t = s->prog[i].t;
+        if (t->removed || !progress_tracked(t->state)) {
+            /* A state set without session_set_state(): drop it here. */
+            progress_forget_at(s, i);
+            continue;
+        }
+        s->prog_cursor++;
+        if (t->check)
+            t->check_done = verify_progress(t->check);
+        struct events_progress now_p = {
+            .done =
+                t->state == TORRENT_CHECKING ? t->check_done : t->have_wanted,
+            .down_rate = t->down_rate,
+            .up_rate = t->up_rate,
+            .peers = t->peers_connected,
+            .state = (int)t->state,
+        };
+        if (!events_throttle_due(&s->prog[i].th, &now_p, now))
+            continue;
+        progress_publish(s, t);
+        /* Subscribers only queue output, but look again all the same. */
+        if (i < s->n_prog && s->prog[i].t == t)
+            events_throttle_sent(&s->prog[i].th, &now_p, now);
+    }
 }
 
 /* --- io jobs ------------------------------------------------------------ */
@@ -1180,6 +1339,9 @@ session_new(struct session **ret, struct ev_loop *loop, struct config *cfg,
         return log_err_errno(-ENOMEM, "cannot start the session");
     }
     s->loop = loop;
+    ev_timer_init(&s->prog_timer, on_progress_tick, SESSION_PROGRESS_TICK,
+                  SESSION_PROGRESS_TICK);
+    s->prog_timer.data = s;
     s->base = *cfg;
     memset(cfg, 0, sizeof(*cfg));
     if (hooks)
@@ -1297,6 +1459,8 @@ session_stop(struct session *s, void (*done)(void *arg), void *arg)
     s->stop_done = done;
     s->stop_arg = arg;
     watch_stop(s);
+    if (ev_is_active(&s->prog_timer))
+        ev_timer_stop(s->loop, &s->prog_timer);
     struct json_object *o = json_object_new_object();
     if (o) {
         json_object_object_add(o, "type",
@@ -1334,6 +1498,8 @@ session_free(struct session *s)
     watch_stop(s);
     if (ev_is_active(&s->stop_timer))
         ev_timer_stop(s->loop, &s->stop_timer);
+    if (ev_is_active(&s->prog_timer))
+        ev_timer_stop(s->loop, &s->prog_timer);
     s->stop_done = NULL;
     s->stopping = true;
     /* Cancel running checks, then finish every job (their done()
@@ -1358,6 +1524,7 @@ session_free(struct session *s)
     for (size_t i = 0; i < s->n; i++)
         torrent_free(s->v[i]);
     free(s->v);
+    free(s->prog);
     events_free(s->events);
     state_settings_release(&s->runtime);
     config_release(&s->cfg);

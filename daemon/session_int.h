@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "daemon/config.h"
+#include "daemon/events.h"
 #include "daemon/session.h"
 #include "daemon/state.h"
 #include "daemon/torrent.h"
@@ -30,6 +31,18 @@ struct rpc_call;
 #define SESSION_MAX_TORRENTS 100000
 #define SESSION_MAX_B64 ((size_t)STATE_MAX_TORRENT / 3 * 4 + 8)
 #define IO_MAX_OPS 6
+/* torrent.progress (events.h): the timer's period, and how many tracked
+ * torrents one tick looks at (more than that: each is looked at less
+ * often than once a second, never more often). */
+#define SESSION_PROGRESS_TICK 0.25
+#define SESSION_PROGRESS_BUDGET 256
+
+/* A torrent that may report progress (downloading or checking), and its
+ * last report. */
+struct session_progress {
+    struct torrent *t; /* borrowed: in the session's list */
+    struct events_throttle th;
+};
 
 struct session {
     struct ev_loop *loop;          /* borrowed */
@@ -60,6 +73,15 @@ struct session {
     struct engine_ctx *engine; /* owned: peers, trackers, hashing */
     struct dhtsvc *dht; /* owned; NULL when dht = off or not started */
     struct lsd *lsd;    /* owned; NULL when lsd = off or not started */
+
+    /* torrent.progress: only the torrents downloading or checking, so
+     * that a tick never walks the whole list; the timer runs while there
+     * are some.  Kept in step by session_set_state() and
+     * session_list_remove(); a tick drops what no longer belongs. */
+    struct session_progress *prog; /* owned array */
+    size_t n_prog, cap_prog;
+    size_t prog_cursor; /* where the next tick starts */
+    ev_timer prog_timer;
 };
 
 enum io_op_type {

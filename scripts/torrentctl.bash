@@ -41,7 +41,7 @@ _torrentctl()
     fi
 
     local commands="add list info start stop remove verify files peers
-        trackers set stats config watch wait shutdown create show help"
+        trackers set stats config watch wait shutdown dht create show help"
     local global_opts="--socket --json --help --version"
 
     # Find the command and the global options given before it.
@@ -157,9 +157,16 @@ _torrentctl()
             ;;
         watch)
             case $prev in
-                --since | --count | --type) return ;;
+                --type | -t)
+                    COMPREPLY=($(compgen -W "torrent.added torrent.removed
+                        torrent.state torrent.completed torrent.error
+                        torrent.progress session.settings session.shutdown" \
+                        -- "$cur"))
+                    return
+                    ;;
+                --since | --count | -s | -n) return ;;
             esac
-            opts+=" --since --count --type"
+            opts+=" --since --count --type --progress"
             ;;
         wait)
             case $prev in
@@ -178,6 +185,12 @@ _torrentctl()
             fi
             ;;
         shutdown) opts+=" --wait" ;;
+        dht)
+            if [[ $cur != -* && $nargs -eq 0 ]]; then
+                COMPREPLY=($(compgen -W "get-peers" -- "$cur"))
+                return
+            fi
+            ;;
         create)
             case $prev in
                 -o | --output)

@@ -9,6 +9,7 @@ fixture of conftest.py).
 import json
 import os
 import pty
+import re
 import shutil
 import socket
 import subprocess
@@ -738,8 +739,158 @@ def test_bash_completion(workdir, daemon, tctl):
                                        "--")
     assert complete("--socket", sock, "config", "") == {"get", "set",
                                                         "reset"}
+    assert "--progress" in complete("--socket", sock, "watch", "--pro")
+    assert complete("--socket", sock, "watch", "--type", "torrent.p") == {
+        "torrent.progress"}
+    assert "dht" in complete("d")
+    assert complete("--socket", sock, "dht", "") == {"get-peers"}
     assert "max_peers=" in complete("--socket", sock, "config", "set",
                                     "max_p")
     # No daemon: no ids, and no error.
     assert complete("--socket", os.path.join(str(workdir), "no.sock"),
                     "info", "") == set()
+
+
+def slow_swarm(workdir, size=6 << 20, limit=1000 * 1000):
+    """A seeding torrentd and a torrentd that has the torrent, no peer yet,
+    and a download limit: the download takes size / limit seconds once
+    the seeder is added (seed.peer_address()).  Returns (seed, leech,
+    info_hash)."""
+    from peers import Torrentd, make_torrent
+    data = write_file(os.path.join(str(workdir), "src", "slow.bin"), size,
+                      seed=5)
+    tor = make_torrent(data, os.path.join(str(workdir), "slow.torrent"),
+                       piece_pow=18)
+    seed = Torrentd(workdir, "seed").start(bound=300)
+    leech = None
+    try:
+        shutil.copy(data, seed.download_dir)
+        h = seed.add(tor)
+        seed.wait_state(h, ["seeding"], 60)
+        leech = Torrentd(workdir, "leech").start(bound=300)
+        assert leech.add(tor) == h
+        leech.call("torrent.set", torrent=h, download_limit=limit)
+    except BaseException:
+        if leech:
+            leech.stop()
+        seed.stop()
+        raise
+    return seed, leech, h
+
+
+def test_wait_bar_and_watch_progress_move_during_a_download(workdir,
+                                                             mktorrent):
+    """During a rate-limited download of several seconds: the bar of
+    `torrentctl wait` (on a terminal) moves through intermediate
+    percentages; `watch --progress` prints progress lines (and JSON with
+    --json); plain `watch` prints none."""
+    seed, leech, h = slow_swarm(workdir)
+    procs = []
+    master = None
+    try:
+        sock = leech.daemon.control_socket
+        ctl_bin = tdaemon.binary("torrentctl")
+
+        def start(*args, **kw):
+            p = subprocess.Popen([ctl_bin, "--socket", sock, *args],
+                                 stdout=subprocess.PIPE,
+                                 stderr=kw.get("stderr", subprocess.PIPE),
+                                 env=kw.get("env"))
+            procs.append(p)
+            return p
+
+        # wait with its standard error on a terminal, standard output not.
+        master, slave = pty.openpty()
+        env = dict(os.environ)
+        env["TERM"] = "xterm"
+        env.pop("NO_COLOR", None)
+        w = start("wait", h, "--timeout", "120", stderr=slave, env=env)
+        os.close(slave)
+        tty = []
+
+        def read_tty():
+            while True:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                tty.append(chunk)
+
+        reader = threading.Thread(target=read_tty, daemon=True)
+        reader.start()
+        human = start("watch", "--progress")
+        js = start("--json", "watch", "--progress")
+        plain = start("--json", "watch")
+        only = start("--json", "watch", "--type", "torrent.progress")
+        time.sleep(1.0)  # every one of them subscribed
+        t0 = time.monotonic()
+        leech.add_peer(h, seed.peer_address())
+
+        out, _ = w.communicate(timeout=120)
+        took = time.monotonic() - t0
+        assert w.returncode == 0
+        assert out.decode().strip() == "slow.bin is complete"
+        time.sleep(1.0)
+        outs = {}
+        for name, p in (("human", human), ("json", js), ("plain", plain),
+                        ("only", only)):
+            p.terminate()  # by PID
+            o, e = p.communicate(timeout=20)
+            assert_no_sanitizer(e.decode(errors="replace"), "torrentctl")
+            outs[name] = o.decode(errors="replace")
+        reader.join(10)
+        bar = b"".join(tty).decode(errors="replace")
+        assert_no_sanitizer(bar, "torrentctl wait")
+        assert took >= 3, "the download was too fast to see: %.1f s" % took
+
+        # The bar: redrawn in place, through several percentages between
+        # 0 and 100, never going back.
+        frames = [f for f in bar.split("\r") if "slow.bin [" in f]
+        pcts = [int(re.search(r"\]\s*(\d+)%", f).group(1)) for f in frames]
+        between = sorted(set(p for p in pcts if 0 < p < 100))
+        assert len(between) >= 3, (pcts, bar)
+        assert pcts == sorted(pcts), pcts
+
+        # watch --progress --json: the API's objects, growing.
+        evs = [json.loads(x) for x in outs["json"].splitlines()]
+        prog = [e for e in evs if e["type"] == "torrent.progress"]
+        assert len(prog) >= 3, evs
+        assert all("seq" not in e and e["info_hash"] == h for e in prog)
+        have = [e["have_bytes"] for e in prog]
+        assert have == sorted(have) and have[0] < have[-1], have
+        assert len(prog) <= took + 3
+        # With --progress the other events still come, numbered.
+        assert any(e["type"] == "torrent.completed" and e["seq"] > 0
+                   for e in evs)
+        # Plain watch: the same numbered events, no progress.
+        plain_evs = [json.loads(x) for x in outs["plain"].splitlines()]
+        assert all(e["type"] != "torrent.progress" for e in plain_evs)
+        assert plain_evs == [e for e in evs
+                             if e["type"] != "torrent.progress"]
+        # --type torrent.progress: only those.
+        only_evs = [json.loads(x) for x in outs["only"].splitlines()]
+        assert only_evs and all(e["type"] == "torrent.progress"
+                                for e in only_evs)
+        # For people: one line per progress event, with a percentage and
+        # the rate.
+        lines = [x for x in outs["human"].splitlines()
+                 if "torrent.progress" in x]
+        assert len(lines) >= 3, outs["human"]
+        assert any(re.search(r"\s\d+\.\d%\s+[\d.]+ [KM]iB/6(\.0)? MiB\s+"
+                             r"down [\d.]+ [KM]?i?B/s", x) for x in lines), \
+            lines
+        assert "torrent.completed" in outs["human"]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if master is not None:
+            try:
+                os.close(master)
+            except OSError:
+                pass
+        leech.stop()
+        seed.stop()

@@ -821,3 +821,169 @@ def test_duplicate_ids_resolved(workdir, daemon):
     ids = [t["id"] for t in ts]
     assert len(set(ids)) == 2 and a["id"] in ids and b["id"] not in ids
     assert "gets the new id" in daemon.stderr_text()
+
+
+class EventReader:
+    """Reads one subscribed connection on a thread: events (params) with
+    the time each arrived, until the connection closes."""
+
+    def __init__(self, conn):
+        import threading
+        self.conn = conn
+        self.events = [(time.monotonic(), e["params"])
+                       for e in getattr(conn, "events", [])
+                       if e.get("method") == "event"]
+        self.lock = threading.Lock()
+        conn.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                doc = self.conn.recv()
+            except (EOFError, OSError, ValueError):
+                return
+            if doc.get("method") == "event":
+                with self.lock:
+                    self.events.append((time.monotonic(), doc["params"]))
+
+    def got(self):
+        with self.lock:
+            return [e for _, e in self.events]
+
+    def close(self):
+        try:
+            self.conn.sock.shutdown(2)
+        except OSError:
+            pass
+        self.thread.join(10)
+        self.conn.close()
+
+
+def slow_swarm(workdir, mktorrent, size=6 << 20, limit=1000 * 1000):
+    """A torrentd seeding a file of size bytes and a torrentd that has the
+    torrent (no peer yet) with a download limit of limit bytes/s, so that
+    the download takes size / limit seconds once the seeder is added
+    (seed.peer_address()).  Returns (seed, leech, info_hash)."""
+    import shutil
+    from peers import Torrentd, make_torrent
+    data = write_file(os.path.join(str(workdir), "src", "slow.bin"), size,
+                      seed=5)
+    tor = make_torrent(data, os.path.join(str(workdir), "slow.torrent"),
+                       piece_pow=18)
+    seed = Torrentd(workdir, "seed").start(bound=300)
+    leech = None
+    try:
+        shutil.copy(data, seed.download_dir)
+        h = seed.add(tor)
+        seed.wait_state(h, ["seeding"], 60)
+        leech = Torrentd(workdir, "leech").start(bound=300)
+        assert leech.add(tor) == h
+        leech.call("torrent.set", torrent=h, download_limit=limit)
+    except BaseException:
+        if leech:
+            leech.stop()
+        seed.stop()
+        raise
+    return seed, leech, h
+
+
+def test_progress_events_are_live_and_never_kept(workdir, mktorrent):
+    """torrent.progress during a rate-limited download: several, with
+    growing progress, at most one a second, only to subscribers that ask
+    for them, without numbers, and never in a replay with "since"."""
+    seed, leech, h = slow_swarm(workdir, mktorrent)
+    readers = []
+    try:
+        d = leech.daemon
+        start = d.call("events.subscribe")["last_seq"]
+        subs = {}
+        for name, params in (("default", {}),
+                             ("everything", {"types": ["*",
+                                                       "torrent.progress"]}),
+                             ("progress", {"types": ["torrent.progress"]}),
+                             ("state", {"types": ["torrent.state"]})):
+            c = d.connect()
+            c.call("events.subscribe", **params)
+            subs[name] = EventReader(c)
+            readers.append(subs[name])
+        t0 = time.monotonic()
+        leech.add_peer(h, seed.peer_address())
+        leech.wait_state(h, ["seeding"], 120)
+        took = time.monotonic() - t0
+        time.sleep(1.5)  # a progress event after the end would show here
+
+        every = subs["everything"].got()
+        prog = [e for e in every if e["type"] == "torrent.progress"]
+        assert took >= 3, "the download was too fast to see: %.1f s" % took
+        # Several, while it downloaded, about one a second at most.
+        assert len(prog) >= 3, every
+        assert len(prog) <= took + 3, (took, prog)
+        for e in prog:
+            assert e["info_hash"] == h and e["id"] == 1
+            assert "seq" not in e
+            assert isinstance(e["time"], int)
+            assert e["state"] == "downloading"
+            for k in ("progress", "have_bytes", "size_bytes",
+                      "download_rate", "upload_rate", "peers_connected",
+                      "eta_s", "name"):
+                assert k in e, (k, e)
+            assert e["size_bytes"] == 6 << 20
+            assert 0.0 <= e["progress"] <= 1.0
+        # Growing progress, some of it in between.
+        have = [e["have_bytes"] for e in prog]
+        assert have == sorted(have), have
+        middle = [e for e in prog if 0 < e["progress"] < 1]
+        assert len(middle) >= 2, prog
+        assert any(e["download_rate"] > 0 and e["peers_connected"] >= 1
+                   for e in middle), middle
+        assert any(e["eta_s"] is not None for e in middle), middle
+        # At most one a second: never two in the same second.
+        times = [e["time"] for e in prog]
+        assert len(times) == len(set(times)), times
+        # Nothing after the torrent stopped downloading.
+        seeding_at = [i for i, e in enumerate(every)
+                      if e["type"] == "torrent.state"
+                      and e.get("new") == "seeding"]
+        assert seeding_at
+        assert all(e["type"] != "torrent.progress"
+                   for e in every[seeding_at[0]:]), every
+
+        # Only subscribers that name the type get them.
+        assert [e for e in subs["progress"].got()
+                if e["type"] != "torrent.progress"] == []
+        assert len(subs["progress"].got()) == len(prog)
+        assert all(e["type"] != "torrent.progress"
+                   for e in subs["default"].got())
+        assert all(e["type"] == "torrent.state"
+                   for e in subs["state"].got())
+        # The numbered stream is the same with and without them, without
+        # gaps: progress events take no numbers.
+        kept = [e for e in every if e["type"] != "torrent.progress"]
+        assert kept == subs["default"].got()
+        seqs = [e["seq"] for e in kept]
+        assert seqs == list(range(start + 1, start + 1 + len(seqs))), seqs
+
+        # A replay after the download: every state change, no progress.
+        c = d.connect()
+        r = c.call("events.subscribe", since=start,
+                   types=["*", "torrent.progress"])
+        last = r["last_seq"]
+        replay = [x["params"] for x in getattr(c, "events", [])
+                  if x.get("method") == "event"]
+        while not replay or replay[-1]["seq"] < last:
+            replay += recv_events(c, 1)
+        c.close()
+        assert all(e["type"] != "torrent.progress" for e in replay)
+        assert [e["seq"] for e in replay] == list(range(start + 1, last + 1))
+        assert replay[:len(kept)] == kept
+        states = [(e["old"], e["new"]) for e in replay
+                  if e["type"] == "torrent.state"]
+        assert ("downloading", "seeding") in states, states
+        assert any(e["type"] == "torrent.completed" for e in replay)
+    finally:
+        for rd in readers:
+            rd.close()
+        leech.stop()
+        seed.stop()
