@@ -357,7 +357,14 @@ ctl_progress_start(struct ctl_progress *p, const char *label, uint64_t total)
     p->label = label;
     p->total = total;
     p->drawn = 0;
+    p->rate = -1;
     clock_gettime(CLOCK_MONOTONIC, &p->start);
+}
+
+void
+ctl_progress_set_rate(struct ctl_progress *p, double rate)
+{
+    p->rate = rate;
 }
 
 void
@@ -378,8 +385,15 @@ ctl_progress_update(struct ctl_progress *p, uint64_t done)
     secs = elapsed_since(&p->start);
     ctl_human_size(d, done);
     ctl_human_size(t, p->total);
-    snprintf(tail, sizeof(tail), " %3.0f%%  %s/%s  %.0f MB/s", pct, d, t,
-             secs > 0.05 ? (double)done / secs / 1e6 : 0.0);
+    double rate = p->rate >= 0                 ? p->rate
+                  : secs > 0.05 ? (double)done / secs
+                                : 0.0;
+    if (rate >= 10e6 || rate == 0)
+        snprintf(tail, sizeof(tail), " %3.0f%%  %s/%s  %.0f MB/s", pct, d,
+                 t, rate / 1e6);
+    else
+        snprintf(tail, sizeof(tail), " %3.0f%%  %s/%s  %.1f MB/s", pct, d,
+                 t, rate / 1e6);
 
     /* label + " [" + bar + "]" + tail, within cols - 1 columns */
     barw = cols - 1 - (int)strlen(p->label) - 3 - (int)strlen(tail);

@@ -95,6 +95,7 @@ struct ctl_progress {
     uint64_t total;
     struct timespec start;
     int drawn;               /* columns written on the current line */
+    double rate;             /* bytes/s to show; < 0: done / elapsed */
 };
 
 /* Start a bar for total units of work (bytes). */
@@ -104,6 +105,11 @@ void ctl_progress_start(struct ctl_progress *p, const char *label,
 /* Redraw: "label [#####.....]  45%  1.2 GiB/2.0 GiB  850 MB/s".  Cheap;
  * the caller decides how often (a few times a second). */
 void ctl_progress_update(struct ctl_progress *p, uint64_t done);
+
+/* Show rate (bytes/s, e.g. the daemon's download rate) from now on
+ * instead of the average since the start; a negative rate goes back to
+ * the average. */
+void ctl_progress_set_rate(struct ctl_progress *p, double rate);
 
 /* Erase the bar, leaving the cursor at the start of an empty line. */
 void ctl_progress_end(struct ctl_progress *p);

@@ -386,6 +386,7 @@ struct wait_item {
     char *info_hash;          /* owned; NULL when unknown */
     struct json_object *last; /* owned: the latest torrent object */
     uint64_t size, have;
+    double rate;       /* download_rate of its last progress event */
     double check_frac; /* while checking: the share checked */
     bool checking;
     bool done;
@@ -503,7 +504,18 @@ progress_event(struct wait_state *w, struct json_object *ev, const char *hash)
             it->have = (uint64_t)ctl_jint(ev, "have_bytes", 0);
         it->checking = state_is(ev, "checking");
         it->check_frac = clamp01(ctl_jdouble(ev, "progress", 0));
+        it->rate = ctl_jdouble(ev, "download_rate", 0);
     }
+    /* The daemon's rate: an average since the bar began would be wrong
+     * for a wait that starts halfway through. */
+    double rate = 0;
+    for (size_t i = 0; i < w->n && rate >= 0; i++) {
+        if (w->items[i].checking)
+            rate = -1; /* checking: the average of the bar */
+        else if (!w->items[i].done)
+            rate += w->items[i].rate;
+    }
+    ctl_progress_set_rate(&w->bar, rate);
     bar_update(w, false);
 }
 

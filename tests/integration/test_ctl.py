@@ -852,6 +852,12 @@ def test_wait_bar_and_watch_progress_move_during_a_download(workdir,
         between = sorted(set(p for p in pcts if 0 < p < 100))
         assert len(between) >= 3, (pcts, bar)
         assert pcts == sorted(pcts), pcts
+        # Its rate is the daemon's (the limit: 1 MB/s), not an average
+        # since the bar began.
+        rates = [float(re.search(r"([\d.]+) MB/s", f).group(1))
+                 for f in frames if re.search(r"\]\s*([1-9]\d?)%", f)]
+        mid = sorted(rates)[len(rates) // 2]
+        assert 0.5 <= mid <= 1.5, (rates, bar)
 
         # watch --progress --json: the API's objects, growing.
         evs = [json.loads(x) for x in outs["json"].splitlines()]
