@@ -781,6 +781,9 @@ flush_after(struct session *s, struct io_job *j, int r)
         session_settle(s, t); /* seeding */
         session_completed(s, t);
         session_save_resume(s, t);
+        /* BEP 3: trackers count completed downloads from this event. */
+        if (e->ts)
+            (void)tracker_set_announce(e->ts, TRACKER_EVENT_COMPLETED);
     }
     if (e->n_pending && e->running)
         flush_pending(e);
