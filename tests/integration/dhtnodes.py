@@ -3,8 +3,10 @@
   KrpcClient(ip)        a tiny KRPC client over UDP on its own 127.0.0.x:
                         query() sends one query and returns the answer
                         (a response or an error) with the same "t".
-  LtDht(workdir)        a python3-libtorrent DHT node (lt_dht.py) in its
-                        own /usr/bin/python3 process, driven by JSON lines.
+  LtDht(workdir)        python3-libtorrent DHT nodes (lt_dht.py) in their
+                        own /usr/bin/python3 process, driven by JSON lines:
+                        one by default, `sessions` of them (one node each,
+                        on its own 127.0.0.x) in one process on request.
   td_dht(workdir, ...)  a torrentd (peers.Torrentd) with dht = on and the
                         given bootstrap nodes.
 
@@ -116,12 +118,19 @@ def compact_peers(values):
 
 
 class LtDht(peers._JsonLinesProc):
-    """A libtorrent DHT node on its own 127.0.0.x (lt_dht.py)."""
+    """python3-libtorrent DHT nodes (lt_dht.py) in one process: `sessions`
+    sessions, each a node on its own 127.0.0.x.  Session 0's address is
+    ip/port; every method takes the session it is about (default 0)."""
     kind = "libtorrent-dht"
 
-    def __init__(self, workdir, name="ltdht", ip=None, port=None, bound=600):
-        self.ip = ip or peers.next_address()
-        self.port = port or peers.free_port(self.ip)
+    def __init__(self, workdir, name="ltdht", ip=None, port=None, bound=600,
+                 sessions=1):
+        ip = ip or peers.next_address()
+        self.addrs = [(ip, port or peers.free_port(ip))]
+        for _ in range(sessions - 1):
+            a = peers.next_address()
+            self.addrs.append((a, peers.free_port(a)))
+        self.ip, self.port = self.addrs[0]
         self.dir = os.path.join(str(workdir), name)
         os.makedirs(self.dir, exist_ok=True)
         self.bound = bound
@@ -129,13 +138,19 @@ class LtDht(peers._JsonLinesProc):
         self.out_path = os.path.join(self.dir, "events.jsonl")
         self.next_id = 1
 
-    def address(self):
-        return "%s:%d" % (self.ip, self.port)
+    def address(self, session=0):
+        return "%s:%d" % self.addrs[session]
+
+    def addresses(self):
+        return ["%s:%d" % a for a in self.addrs]
 
     def start(self, nodes=(), announce_interval=5):
-        argv = [peers.SYSTEM_PYTHON, "-u", LT_DHT, "--listen", self.address(),
+        """Start the process; nodes are introduced to every session."""
+        argv = [peers.SYSTEM_PYTHON, "-u", LT_DHT,
                 "--timeout", str(self.bound - 5),
                 "--announce-interval", str(announce_interval)]
+        for a in self.addresses():
+            argv += ["--listen", a]
         for n in nodes:
             argv += ["--node", n]
         self.proc = peers.Proc(argv, self.bound,
@@ -144,7 +159,7 @@ class LtDht(peers._JsonLinesProc):
                                name="lt_dht", text=True)
         self._stdin = self.proc.wrapper.stdin
         self._start_reader()
-        self.wait_event("ready", 30)
+        self.wait_event("ready", 30 + len(self.addrs) // 4)
         return self
 
     def command(self, **cmd):
@@ -158,21 +173,37 @@ class LtDht(peers._JsonLinesProc):
             pass
         return rid
 
-    def add_node(self, address):
-        self.command(cmd="add_node", node=address)
+    def add_node(self, address, session=0):
+        self.command(cmd="add_node", node=address, session=session)
 
-    def announce(self, info_hash_hex):
-        rid = self.command(cmd="announce", info_hash=info_hash_hex)
+    def announce(self, info_hash_hex, session=0):
+        """Add a torrent for the hash: the session announces it on the DHT
+        (libtorrent does so within a few seconds, and again every
+        announce_interval).  stored() tells which nodes got it."""
+        rid = self.command(cmd="announce", info_hash=info_hash_hex,
+                           session=session)
         return self.wait_event("announced", 10, lambda e: e["id"] == rid)
 
-    def get_peers(self, info_hash_hex, timeout=60):
-        rid = self.command(cmd="get_peers", info_hash=info_hash_hex)
-        return self.wait_event("peers", timeout, lambda e: e["id"] == rid)
+    def get_peers(self, info_hash_hex, timeout=60, session=0):
+        """A get_peers lookup to its end: the "peers" event (peers, ms,
+        first_ms, queries, completed; see lt_dht.py)."""
+        rid = self.command(cmd="get_peers", info_hash=info_hash_hex,
+                           session=session, timeout=timeout)
+        return self.wait_event("peers", timeout + 10,
+                               lambda e: e["id"] == rid)
 
-    def nodes(self, timeout=10):
-        rid = self.command(cmd="status")
+    def nodes(self, timeout=10, session=0):
+        """The number of nodes in the session's routing table."""
+        rid = self.command(cmd="status", session=session)
         return self.wait_event("status", timeout,
                                lambda e: e["id"] == rid)["nodes"]
+
+    def stored(self, info_hash_hex):
+        """The sessions of this process that another node announced
+        info_hash_hex to (announce_peer received), as a set of indexes."""
+        h = info_hash_hex.lower()
+        return {e["session"] for e in self.find("stored")
+                if e["info_hash"] == h}
 
     def stop(self):
         if self.proc:
