@@ -7,13 +7,20 @@ test; run_ctl() and assert_no_sanitizer() fail the test on any report.
 
 Fixtures:
   build_dir     the directory of the binaries under test
-  torrentctl    the path of torrentctl (skips if it is not built)
+  torrentd      the path of torrentd (fails if it is not built)
+  torrentctl    the path of torrentctl (fails if it is not built)
   ctl           a function running torrentctl: ctl(*args, ...) -> result
-  mktorrent     the path of Debian's mktorrent (skips if absent)
+  mktorrent     the path of Debian's mktorrent (fails if absent)
   workdir       a fresh directory for the test (pytest's tmp_path)
+  started       a list for the peers a test starts: all stopped at the end
+  nodes         the same for torrentd (peers.Torrentd) that must also exit 0
 Helpers (import from conftest):
   bdecode(bytes), bencode(obj), info_hash(path_or_bytes), run(argv, ...),
-  assert_no_sanitizer(text), write_file(path, size, seed), SYSTEM_PYTHON
+  assert_no_sanitizer(text), write_file(path, size, seed), stop_each(list),
+  SYSTEM_PYTHON
+
+Several helper modules import this one (dhtnodes.py at its top): import
+them here only inside functions.
 """
 import hashlib
 import os
@@ -23,13 +30,9 @@ import subprocess
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                   "runtime error:", "WARNING: ThreadSanitizer",
-                   "ERROR: ThreadSanitizer")
-# The Debian interpreter that has python3-libtorrent.
-SYSTEM_PYTHON = "/usr/bin/python3"
+from tdaemon import (ROOT, SANITIZER_MARKS, SYSTEM_PYTHON,  # noqa: F401
+                     assert_no_sanitizer)
+import tdaemon
 
 # Sanitizer defaults when pytest is run by hand (make check sets them).
 os.environ.setdefault("ASAN_OPTIONS",
@@ -118,11 +121,6 @@ def info_hash(src):
 
 # ----------------------------------------------------------- processes
 
-def assert_no_sanitizer(text, what="process"):
-    for mark in SANITIZER_MARKS:
-        assert mark not in text, "%s: sanitizer report:\n%s" % (what, text)
-
-
 def run(argv, input=None, timeout=60, env=None, cwd=None):
     """Run argv; return subprocess.CompletedProcess with text output
     (undecodable bytes escaped)."""
@@ -148,19 +146,46 @@ def write_file(path, size, seed=1):
     return path
 
 
+def stop_each(things):
+    """Stop each of things (anything with stop(): peers.Torrentd,
+    tdaemon.Daemon, peers.Libtorrent, ...) in reverse order, every one
+    even when an earlier stop() failed; then raise the first
+    AssertionError a stop() raised (a sanitizer report in torrentd's log,
+    a torrentd that would not stop).  Returns [(thing, exit status)] in
+    the order stopped."""
+    done, errors = [], []
+    for p in reversed(things):
+        try:
+            done.append((p, p.stop()))
+        except AssertionError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+    return done
+
+
 # ------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="session")
 def build_dir():
-    return os.path.join(ROOT, os.environ.get("TORRENTD_BUILD", "build/asan"))
+    return tdaemon.build_dir()
+
+
+def _built(build_dir, name):
+    path = os.path.join(build_dir, name)
+    if not os.access(path, os.X_OK):
+        pytest.fail("%s is not built (make %s)" % (path, path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def torrentd(build_dir):
+    return _built(build_dir, "torrentd")
 
 
 @pytest.fixture(scope="session")
 def torrentctl(build_dir):
-    path = os.path.join(build_dir, "torrentctl")
-    if not os.access(path, os.X_OK):
-        pytest.fail("%s is not built (make %s)" % (path, path))
-    return path
+    return _built(build_dir, "torrentctl")
 
 
 @pytest.fixture
@@ -193,3 +218,28 @@ def mktorrent():
 @pytest.fixture
 def workdir(tmp_path):
     return tmp_path
+
+
+@pytest.fixture
+def started():
+    """A list to put started peers in (peers.Torrentd, Transmission,
+    Libtorrent, BadPeer, Opentracker, ...): at the end of the test all are
+    stopped by PID in reverse order (stop_each()), and the first
+    AssertionError a stop raised, such as a sanitizer report of a
+    torrentd, fails the test.  Exit statuses are not checked
+    (transmission may abort on SIGTERM: TESTING.md)."""
+    lst = []
+    yield lst
+    stop_each(lst)
+
+
+@pytest.fixture
+def nodes():
+    """A list to put started torrentd in (peers.Torrentd, e.g. the DHT
+    nodes of dhtnodes.td_dht()): at the end of the test all are stopped
+    as by `started`, and then each must have exited with status 0."""
+    lst = []
+    yield lst
+    bad = [(td.peer_address(), rc) for td, rc in stop_each(lst)
+           if rc not in (0, None)]
+    assert not bad, "torrentd exit status: %r" % bad

@@ -8,15 +8,15 @@
                         one by default, `sessions` of them (one node each,
                         on its own 127.0.0.x) in one process on request.
   td_dht(workdir, ...)  a torrentd (peers.Torrentd) with dht = on and the
-                        given bootstrap nodes.
+                        given bootstrap nodes; stop it with its stop().
+  wait_joined(tds)      wait until each torrentd knows a good node.
 
-Processes are bounded in time and stopped by PID (peers.Proc).  Nothing here
-contacts a non-loopback address; bootstrap nodes are always given by the
-test.
+Processes are bounded in time and stopped by PID (peers.Proc,
+tdaemon.Daemon.stop()).  Nothing here contacts a non-loopback address;
+bootstrap nodes are always given by the test.
 """
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -109,12 +109,10 @@ class KrpcClient:
 
 
 def compact_peers(values):
-    out = []
-    for v in values:
-        if len(v) == 6:
-            out.append("%d.%d.%d.%d:%d" % (v[0], v[1], v[2], v[3],
-                                            v[4] << 8 | v[5]))
-    return out
+    """The "ip:port" of each 6-byte compact peer in a get_peers "values"
+    list (others are skipped)."""
+    return ["%s:%d" % p for v in values if len(v) == 6
+            for p in peers.compact_peers(v)]
 
 
 class LtDht(peers._JsonLinesProc):
@@ -122,6 +120,7 @@ class LtDht(peers._JsonLinesProc):
     sessions, each a node on its own 127.0.0.x.  Session 0's address is
     ip/port; every method takes the session it is about (default 0)."""
     kind = "libtorrent-dht"
+    quits = True
 
     def __init__(self, workdir, name="ltdht", ip=None, port=None, bound=600,
                  sessions=1):
@@ -205,18 +204,6 @@ class LtDht(peers._JsonLinesProc):
         return {e["session"] for e in self.find("stored")
                 if e["info_hash"] == h}
 
-    def stop(self):
-        if self.proc:
-            if self.proc.alive():
-                self.command(cmd="quit")
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-            rc = self.proc.stop(grace=5)
-            self._reader.join(5)
-            return rc
-
 
 def td_dht(workdir, name, bootstrap=(), ip=None, config=None):
     """A peers.Torrentd with the DHT on, bootstrapping from the given
@@ -227,24 +214,10 @@ def td_dht(workdir, name, bootstrap=(), ip=None, config=None):
     return peers.Torrentd(workdir, name=name, ip=ip, config=cfg)
 
 
-def td_stop(td, timeout=30.0):
-    """Stop a peers.Torrentd by torrentd's own PID and return its exit
-    status (sanitizer reports fail the test).  Daemon.stop() signals the
-    `timeout` wrapper, which passes the signal on to its process group as
-    well: torrentd may then see two SIGTERMs and exit without waiting."""
-    d = td.daemon
-    if d.proc is None or d.proc.poll() is not None:
-        return d.proc.returncode if d.proc else None
-    if not td.pid:
-        return d.stop()
-    try:
-        os.kill(td.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        rc = d.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        return d.stop(signal.SIGKILL)
-    d.stderr.close()
-    d.check_sanitizers()
-    return rc
+def wait_joined(tds, timeout=30, what=None):
+    """Wait until each torrentd of tds has at least one good node in its
+    routing table (dht.status); fails after timeout seconds per node."""
+    for td in tds:
+        peers.wait_until(
+            lambda: td.call("dht.status")["nodes"]["good"] >= 1, timeout,
+            what=what or "%s to join the DHT" % td.ip)

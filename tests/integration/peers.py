@@ -37,8 +37,10 @@ Classes:
   ProcSampler            samples /proc/PID: CPU seconds (utime+stime of all
                          threads), peak RssAnon, VmHWM.
 
-Helpers: next_address(), free_port(ip), make_torrent(), files_equal(),
-wait_until().
+Helpers: next_address(), free_port(ip), wait_until(), make_torrent(),
+seed_copy(), files_equal(), wait_files_equal(), slow_swarm(); for talking
+to trackers and peers by hand: http_get(), announce_query(),
+compact_peers(), recv_exact().
 
 Quirks this module relies on are in /work/shared/TESTING.md (transmission
 refuses to dial loopback peers that a tracker hands it, waits 10-13 s
@@ -46,11 +48,12 @@ before the first payload byte, and may abort on SIGTERM: check its data,
 never its exit status).
 """
 import atexit
-import base64
 import ctypes
 import filecmp
+import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,13 +61,15 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-SYSTEM_PYTHON = "/usr/bin/python3"
+import tdaemon  # noqa: E402
+from tdaemon import SYSTEM_PYTHON, children_of  # noqa: E402,F401
 LT_PEER = os.path.join(HERE, "lt_peer.py")
 BADPEER = os.path.join(HERE, "badpeer.py")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -140,6 +145,15 @@ def make_torrent(data_path, out, piece_pow=18, announce=None, name=None):
     return out
 
 
+def seed_copy(data, directory):
+    """Put a copy of the file data into directory (made if needed), where
+    a seeder will find it; returns the copy's path."""
+    os.makedirs(directory, exist_ok=True)
+    dst = os.path.join(directory, os.path.basename(data))
+    shutil.copyfile(data, dst)
+    return dst
+
+
 def wait_files_equal(a, b, settle):
     """files_equal(a, b), retried for up to settle seconds: a client
     may report completion before its last writes reach the files."""
@@ -174,23 +188,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 _procs = []
 _procs_lock = threading.Lock()
-
-
-def children_of(pid):
-    """The PIDs whose parent is pid (from /proc/*/stat: this kernel has
-    no /proc/PID/task/TID/children)."""
-    kids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                s = f.read()
-        except OSError:
-            continue
-        if int(s[s.rindex(")") + 2:].split()[1]) == pid:
-            kids.append(int(d))
-    return sorted(kids)
 
 
 def _pdeathsig_term():
@@ -266,11 +263,7 @@ class Proc:
         return self.wrapper.returncode
 
     def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return tdaemon.read_text(self.log_path)
 
 
 def stop_all():
@@ -354,6 +347,63 @@ class ProcSampler:
         self._stop.set()
         self._t.join()
         return self.cpu
+
+
+# ------------------------------------------------- tracker and peer clients
+
+def http_get(tr, target, source=None, timeout=5):
+    """GET target (e.g. "/announce?...") from the HTTP server on tr.ip,
+    tr.port (a tracker), from the address source when given; returns
+    (status, body)."""
+    c = http.client.HTTPConnection(tr.ip, tr.port, timeout=timeout,
+                                   source_address=(source, 0) if source
+                                   else None)
+    try:
+        c.request("GET", target)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def announce_query(ih, port, peer_id, left=100, event=None, compact=1,
+                   numwant=None, extra=""):
+    """The query string of an HTTP announce (BEP 3) for the info-hash ih
+    and peer_id (bytes); compact, event and numwant are left out when
+    None; extra is appended as it is."""
+    def q(b):
+        return urllib.parse.quote_from_bytes(b, safe="")
+    s = "info_hash=%s&peer_id=%s&port=%d&uploaded=0&downloaded=0&left=%d" % (
+        q(ih), q(peer_id), port, left)
+    if compact is not None:
+        s += "&compact=%d" % compact
+    if event:
+        s += "&event=" + event
+    if numwant is not None:
+        s += "&numwant=%d" % numwant
+    return s + extra
+
+
+def compact_peers(blob):
+    """The (ip, port) pairs of compact IPv4 peers (BEP 23: 4 bytes of
+    address, 2 of port, big-endian), in order; fails on a length that is
+    not a multiple of 6."""
+    assert len(blob) % 6 == 0, "compact peers of %d bytes" % len(blob)
+    return [(socket.inet_ntoa(blob[i:i + 4]),
+             int.from_bytes(blob[i + 4:i + 6], "big"))
+            for i in range(0, len(blob), 6)]
+
+
+def recv_exact(sock, n):
+    """Exactly n bytes from sock; EOFError if it closes first."""
+    buf = bytearray()
+    while len(buf) < n:
+        c = sock.recv(n - len(buf))
+        if not c:
+            raise EOFError("peer closed after %d of %d bytes"
+                           % (len(buf), n))
+        buf += c
+    return bytes(buf)
 
 
 # ------------------------------------------------------------- opentracker
@@ -447,24 +497,10 @@ class Opentracker:
                  event="started"):
         """An HTTP announce of our own (from ip when given); returns the
         raw bencoded answer."""
-        q = ("info_hash=%s&peer_id=-TT0001-%012d&port=%d&uploaded=0"
-             "&downloaded=0&left=%d&compact=1&event=%s" % (
-                 urllib.request.quote(bytes.fromhex(info_hash_hex)),
-                 os.getpid(), port, left, event))
-        s = socket.create_connection((self.ip, self.port), 5,
-                                     source_address=(ip, 0) if ip else None)
-        try:
-            s.sendall(("GET /announce?%s HTTP/1.0\r\nHost: %s\r\n\r\n"
-                       % (q, self.ip)).encode())
-            data = b""
-            while True:
-                c = s.recv(65536)
-                if not c:
-                    break
-                data += c
-        finally:
-            s.close()
-        return data.split(b"\r\n\r\n", 1)[-1]
+        q = announce_query(bytes.fromhex(info_hash_hex), port,
+                           b"-TT0001-%012d" % os.getpid(), left=left,
+                           event=event)
+        return http_get(self, "/announce?" + q, ip)[1]
 
     def peers_of(self, info_hash_hex, ip=None):
         """The peers ("ip:port") the tracker gives for an info-hash: we
@@ -478,11 +514,7 @@ class Opentracker:
         if b"failure reason" in doc:
             raise RuntimeError("opentracker: %s" %
                                doc[b"failure reason"].decode())
-        p = doc.get(b"peers", b"")
-        out = []
-        for i in range(0, len(p) - len(p) % 6, 6):
-            out.append("%s:%d" % (socket.inet_ntoa(p[i:i + 4]),
-                                  int.from_bytes(p[i + 4:i + 6], "big")))
+        out = ["%s:%d" % p for p in compact_peers(doc.get(b"peers", b""))]
         return [x for x in out if x != "%s:9" % ip]
 
     def stop(self):
@@ -613,9 +645,7 @@ class Transmission:
     def add(self, torrent_path, download_dir=None, paused=False):
         """Add a .torrent; returns its transmission id.  With the data
         already in download_dir, transmission checks it and seeds."""
-        with open(torrent_path, "rb") as f:
-            meta = base64.b64encode(f.read()).decode()
-        args = self.rpc("torrent-add", metainfo=meta,
+        args = self.rpc("torrent-add", metainfo=tdaemon.b64(torrent_path),
                         **{"download-dir": download_dir or self.download_dir,
                            "paused": paused})
         t = args.get("torrent-added") or args.get("torrent-duplicate")
@@ -674,7 +704,26 @@ class Transmission:
 # -------------------------------------------------------------- libtorrent
 
 class _JsonLinesProc:
-    """A Proc whose stdout is JSON lines, read on a thread into events."""
+    """A Proc whose stdout is JSON lines, read on a thread into events.
+    A subclass whose program reads commands on stdin (command()) sets
+    quits: stop() asks it to quit first."""
+    quits = False
+
+    def stop(self):
+        """Stop the program: when it takes commands, send it "quit" and
+        give it 5 s to exit; then Proc.stop() (SIGTERM by PID, SIGKILL
+        after 5 s) and the end of the reader thread.  Returns the exit
+        status as `timeout` passes it on (None if never started)."""
+        if self.proc:
+            if self.quits and self.proc.alive():
+                self.command(cmd="quit")
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            rc = self.proc.stop(grace=5)
+            self._reader.join(5)
+            return rc
 
     def _start_reader(self):
         self.events = []
@@ -737,6 +786,7 @@ class _JsonLinesProc:
 class Libtorrent(_JsonLinesProc):
     """A python3-libtorrent peer (lt_peer.py) on its own 127.0.0.x."""
     kind = "libtorrent"
+    quits = True
 
     def __init__(self, workdir, name="lt", ip=None, port=None, bound=600):
         self.ip = ip or next_address()
@@ -799,18 +849,6 @@ class Libtorrent(_JsonLinesProc):
         self.wait_event("flushed", 30)
         return ev
 
-    def stop(self):
-        if self.proc:
-            if self.proc.alive():
-                self.command(cmd="quit")
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
-            rc = self.proc.stop(grace=5)
-            self._reader.join(5)
-            return rc
-
 
 # ---------------------------------------------------------------- splicer
 
@@ -847,18 +885,9 @@ class Splicer:
         return host, int(port)
 
     @staticmethod
-    def _recv_exact(sock, n):
-        buf = bytearray()
-        while len(buf) < n:
-            c = sock.recv(n - len(buf))
-            if not c:
-                raise EOFError("peer closed during the handshake")
-            buf += c
-        return bytes(buf)
-
-    def _handshake_of(self, sock):
-        n = self._recv_exact(sock, 1)
-        return n + self._recv_exact(sock, n[0] + 48)
+    def _handshake_of(sock):
+        n = recv_exact(sock, 1)
+        return n + recv_exact(sock, n[0] + 48)
 
     def start(self, timeout=30):
         sa = socket.create_connection(self._addr(self.a), timeout,
@@ -955,12 +984,6 @@ class BadPeer(_JsonLinesProc):
         self.wait_event("listening", 10)
         return self
 
-    def stop(self):
-        if self.proc:
-            rc = self.proc.stop(grace=5)
-            self._reader.join(5)
-            return rc
-
 
 # ---------------------------------------------------------------- torrentd
 
@@ -970,7 +993,6 @@ class Torrentd:
     come from $TORRENTD_BUILD as for every integration test."""
 
     def __init__(self, workdir, name="td", ip=None, port=None, config=None):
-        import tdaemon
         self.ip = ip or next_address()
         self.port = port or free_port(self.ip)
         cfg = {"listen": "%s:%d" % (self.ip, self.port)}
@@ -985,11 +1007,9 @@ class Torrentd:
     def start(self, bound=600):
         """Start it under `timeout -k 5 bound` (tdaemon's prefix), so that
         it is bounded in time like every other peer; pid is torrentd's
-        own PID."""
+        own PID (Daemon.daemon_pid())."""
         self.daemon.start(prefix=("timeout", "-k", "5", str(int(bound))))
-        wpid = self.daemon.proc.pid
-        kids = children_of(wpid)
-        self.pid = kids[0] if kids else None
+        self.pid = self.daemon.daemon_pid()
         return self
 
     def call(self, method, **params):
@@ -997,9 +1017,7 @@ class Torrentd:
 
     def add(self, torrent_path, download_dir=None, paused=False):
         """Add a .torrent; returns its info-hash (hex)."""
-        with open(torrent_path, "rb") as f:
-            meta = base64.b64encode(f.read()).decode()
-        params = {"metainfo": meta}
+        params = {"metainfo": tdaemon.b64(torrent_path)}
         if download_dir:
             params["download_dir"] = download_dir
         if paused:
@@ -1054,16 +1072,37 @@ class Torrentd:
         except Exception as e:  # diagnostics only
             return repr(e)
 
-    def stop(self):
-        """SIGTERM through `timeout` (it forwards the signal); tdaemon's
-        stop() checks the log for sanitizer reports.  If torrentd itself
-        outlived that, SIGKILL it by PID."""
-        try:
-            return self.daemon.stop()
-        except AssertionError:
-            if self.pid and proc_cpu_seconds(self.pid) is not None:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            raise
+    def stop(self, sig=signal.SIGTERM, timeout=tdaemon.STOP_TIMEOUT):
+        """Stop it with tdaemon.Daemon.stop(): sig to torrentd's own PID,
+        SIGKILL (and a failed test) if it has not exited after timeout
+        seconds, a failed test on a sanitizer report in its log.  Returns
+        its exit status (None if it was never started)."""
+        return self.daemon.stop(sig, timeout)
+
+
+def slow_swarm(workdir, size=6 << 20, limit=1000 * 1000):
+    """A Torrentd seeding a file of size bytes and a Torrentd that has the
+    torrent (no peer yet) with a download limit of limit bytes/s, so that
+    the download takes size / limit seconds once the seeder is added
+    (seed.peer_address()).  Returns (seed, leech, info_hash); the caller
+    stops both."""
+    from conftest import write_file
+    data = write_file(os.path.join(str(workdir), "src", "slow.bin"), size,
+                      seed=5)
+    tor = make_torrent(data, os.path.join(str(workdir), "slow.torrent"),
+                       piece_pow=18)
+    seed = Torrentd(workdir, "seed").start(bound=300)
+    leech = None
+    try:
+        shutil.copy(data, seed.download_dir)
+        h = seed.add(tor)
+        seed.wait_state(h, ["seeding"], 60)
+        leech = Torrentd(workdir, "leech").start(bound=300)
+        assert leech.add(tor) == h
+        leech.call("torrent.set", torrent=h, download_limit=limit)
+    except BaseException:
+        if leech:
+            leech.stop()
+        seed.stop()
+        raise
+    return seed, leech, h

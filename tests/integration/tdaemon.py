@@ -4,7 +4,12 @@ Each Daemon gets its own directory (state, downloads, sockets, config) and
 runs the binary from $TORRENTD_BUILD (default build/asan) in the
 foreground.  stop() fails the test when the daemon's stderr holds a
 sanitizer report.
+
+This module imports nothing of the other test helpers: conftest.py,
+peers.py and dhtnodes.py build on it (the sanitizer marks, the paths of
+the binaries, children_of(), read_text(), b64()).
 """
+import base64
 import json
 import os
 import signal
@@ -15,15 +20,72 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                   "runtime error:", "WARNING: ThreadSanitizer")
+                   "runtime error:", "WARNING: ThreadSanitizer",
+                   "ERROR: ThreadSanitizer")
+# The Debian interpreter that has python3-libtorrent.
+SYSTEM_PYTHON = "/usr/bin/python3"
+# Seconds Daemon.stop() waits for torrentd to exit: its session stop may
+# take SESSION_STOP_TIMEOUT (15 s), then LeakSanitizer runs at exit.
+STOP_TIMEOUT = 30.0
 
 
 def build_dir():
+    """The directory of the binaries under test: $TORRENTD_BUILD (default
+    build/asan), relative to the repository root unless absolute."""
     return os.path.join(ROOT, os.environ.get("TORRENTD_BUILD", "build/asan"))
 
 
 def binary(name):
     return os.path.join(build_dir(), name)
+
+
+def assert_no_sanitizer(text, what="process"):
+    """Fail (AssertionError) when text holds a sanitizer report."""
+    for mark in SANITIZER_MARKS:
+        assert mark not in text, "%s: sanitizer report:\n%s" % (what, text)
+
+
+def read_text(path):
+    """The text of a log file (undecodable bytes replaced); "" when it
+    does not exist (yet)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def b64(path):
+    """The bytes of a file in base64, as torrent.add takes a .torrent
+    ("metainfo")."""
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
+def children_of(pid):
+    """The PIDs whose parent is pid, from /proc/*/stat (not every kernel
+    has /proc/PID/task/TID/children)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+        except OSError:
+            continue
+        if int(s[s.rindex(")") + 2:].split()[1]) == pid:
+            kids.append(int(d))
+    return sorted(kids)
+
+
+def _exe(pid):
+    """The program pid runs (a binary replaced by a rebuild since it
+    started counts as itself), or None."""
+    try:
+        return os.readlink("/proc/%d/exe" % pid).removesuffix(" (deleted)")
+    except OSError:
+        return None
 
 
 class RpcError(Exception):
@@ -214,55 +276,85 @@ class Daemon:
             c.close()
 
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_text(self.stderr_path)
 
     def check_sanitizers(self):
-        text = self.stderr_text()
-        for mark in SANITIZER_MARKS:
-            assert mark not in text, "sanitizer report:\n" + text
+        assert_no_sanitizer(self.stderr_text(), "torrentd")
 
     def daemon_pid(self):
-        """The pid of torrentd itself.  Under a prefix that execs it
-        (systemd-socket-activate) that is self.proc; under one that forks
-        it (timeout) it is that process's child.  Signalling `timeout`
-        would also signal its whole process group, so torrentd would get
-        the signal twice and take the second as "exit at once"."""
-        pid = self.proc.pid
+        """The pid of torrentd itself.  That is self.proc when there is no
+        prefix or when the prefix execs torrentd (systemd-socket-activate,
+        ip netns exec); under one that forks it (`timeout`) it is found
+        down the chain of first children, by the binary it runs (for up
+        to 1 s while it starts; then the child of self.proc, if any, is
+        taken).  Signals go there, never to `timeout`: that one passes a
+        signal on to its whole process group as well, so torrentd would
+        get it twice and take the second SIGTERM as "exit at once"."""
         want = os.path.realpath(binary("torrentd"))
         for _ in range(50):
-            try:
-                if os.path.realpath("/proc/%d/exe" % pid) == want:
-                    return pid
-                with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-                    kids = f.read().split()
-            except OSError:
-                return pid
-            if kids:
-                return int(kids[0])
+            chain = [self.proc.pid]
+            while len(chain) < 8:
+                if _exe(chain[-1]) == want:
+                    return chain[-1]
+                kids = children_of(chain[-1])
+                if not kids:
+                    break
+                chain.append(kids[0])
+            if self.proc.poll() is not None:
+                break
             time.sleep(0.02)
-        return pid
+        return chain[1] if len(chain) > 1 else chain[0]
 
-    def stop(self, sig=signal.SIGTERM, timeout=20.0):
-        """Stop the daemon; returns its exit status."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        os.kill(self.daemon_pid(), sig)
+    def _kill(self):
+        """SIGKILL torrentd and its wrapper, by PID, and reap the
+        wrapper."""
+        for pid in {self.daemon_pid(), self.proc.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+
+    def wait_exit(self, timeout=STOP_TIMEOUT, what="exit", check=True):
+        """Wait up to timeout seconds for torrentd to exit (after a signal,
+        or by itself) and return its exit status as self.proc gives it
+        (a `timeout` prefix passes torrentd's on).  If it is still running
+        then, SIGKILL it (and its wrapper) and fail with "torrentd did not
+        <what> within ...s" and its log.  When check, fail on a sanitizer
+        report in its log."""
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError("torrentd did not stop within %.0f s after "
-                                 "signal %d:\n%s" % (timeout, sig,
-                                                     self.stderr_text()))
+            self._kill()
+            self.stderr.close()
+            raise AssertionError("torrentd did not %s within %.0f s:\n%s"
+                                 % (what, timeout, self.stderr_text()))
         self.stderr.close()
-        if sig != signal.SIGKILL:
+        if check:
             self.check_sanitizers()
         return rc
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Stop torrentd: send sig to torrentd's own PID (daemon_pid()) and
+        wait_exit(timeout); returns its exit status (None if it was never
+        started).  A torrentd still running after timeout seconds is
+        SIGKILLed and fails the test; so does a sanitizer report in its
+        log, unless sig is SIGKILL.  If it had exited already, its status
+        is returned, and its log checked if nothing did so yet (stop()
+        or wait_exit())."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            if not self.stderr.closed:
+                self.stderr.close()
+                self.check_sanitizers()
+            return self.proc.returncode
+        try:
+            os.kill(self.daemon_pid(), sig)
+        except ProcessLookupError:
+            pass
+        return self.wait_exit(timeout, "stop after signal %d" % sig,
+                              check=sig != signal.SIGKILL)
 
     def kill9(self):
         return self.stop(signal.SIGKILL)

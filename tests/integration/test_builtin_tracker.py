@@ -2,7 +2,7 @@
 
 A real torrentd runs with tracker_listen on its own 127.0.0.x:port; the
 tests announce to it from fake peers on other loopback addresses, over
-HTTP (urllib / http.client with a source address) and UDP (a socket
+HTTP (http.client with a source address) and UDP (a socket
 speaking BEP 15), and check what a client sees: peer lists in the compact
 format (BEP 23) and the dictionary model, intervals, scrape counts after
 started/completed/stopped, the allowlist (refusal with a failure reason,
@@ -17,38 +17,24 @@ through the tracker (HTTP and UDP), download, and the completed download is
 counted.
 
 Every send loop is bounded in count and time; every process is stopped by
-its PID (peers.py).
+its PID (peers.py; conftest's `started` fixture).
 """
-import http.client
 import os
 import signal
 import socket
 import struct
 import time
+import types
 import urllib.parse
-import urllib.request
 
 import pytest
 
 import peers
 from conftest import bdecode, info_hash, write_file
+from peers import http_get
 
 INTERVAL = 60
 PEER_ID = b"-PY0001-%012d"
-
-
-@pytest.fixture
-def started():
-    lst = []
-    yield lst
-    errors = []
-    for p in reversed(lst):
-        try:
-            p.stop()
-        except AssertionError as e:   # e.g. a sanitizer report
-            errors.append(e)
-    if errors:
-        raise errors[0]
 
 
 class Tracker:
@@ -82,31 +68,9 @@ def q(b):
     return urllib.parse.quote_from_bytes(b, safe="")
 
 
-def announce_query(ih, port, peer_no, left=100, event=None, compact=1,
-                   numwant=None, extra=""):
-    s = "info_hash=%s&peer_id=%s&port=%d&uploaded=0&downloaded=0&left=%d" % (
-        q(ih), q(PEER_ID % peer_no), port, left)
-    if compact is not None:
-        s += "&compact=%d" % compact
-    if event:
-        s += "&event=" + event
-    if numwant is not None:
-        s += "&numwant=%d" % numwant
-    return s + extra
-
-
-def http_get(tr, target, source=None, timeout=5):
-    """GET target from the tracker (from source ip when given); returns
-    (status, body)."""
-    c = http.client.HTTPConnection(tr.ip, tr.port, timeout=timeout,
-                                   source_address=(source, 0) if source
-                                   else None)
-    try:
-        c.request("GET", target)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+def announce_query(ih, port, peer_no, **kw):
+    """peers.announce_query() for fake peer number peer_no (PEER_ID)."""
+    return peers.announce_query(ih, port, PEER_ID % peer_no, **kw)
 
 
 def announce(tr, ih, source, port, peer_no, **kw):
@@ -117,18 +81,15 @@ def announce(tr, ih, source, port, peer_no, **kw):
 
 
 def scrape(tr, *hashes):
-    target = "/scrape?" + "&".join("info_hash=" + q(h) for h in hashes)
-    with urllib.request.urlopen("http://%s:%d%s" % (tr.ip, tr.port, target),
-                                timeout=5) as r:
-        assert r.status == 200
-        return bdecode(r.read())
+    status, body = http_get(tr, "/scrape?" + "&".join(
+        "info_hash=" + q(h) for h in hashes))
+    assert status == 200
+    return bdecode(body)
 
 
 def compact_peers(blob):
-    assert len(blob) % 6 == 0
-    return {(socket.inet_ntoa(blob[i:i + 4]),
-             struct.unpack(">H", blob[i + 4:i + 6])[0])
-            for i in range(0, len(blob), 6)}
+    """The set of (ip, port) of compact peers (peers.compact_peers())."""
+    return set(peers.compact_peers(blob))
 
 
 def files(sc, ih):
@@ -139,12 +100,15 @@ def files(sc, ih):
 # ---------------------------------------------------------------- UDP
 
 class UdpClient:
-    """A BEP 15 client on its own source address; every request is one
-    datagram with a bounded wait for its answer."""
+    """A BEP 15 client on its own source address (IPv4 or IPv6, as the
+    source is); every request is one datagram with a bounded wait for its
+    answer."""
 
     def __init__(self, tr, source):
         self.tr = tr
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = socket.socket(
+            socket.AF_INET6 if ":" in source else socket.AF_INET,
+            socket.SOCK_DGRAM)
         self.sock.bind((source, 0))
         self.sock.settimeout(2.0)
         self.tid = int.from_bytes(os.urandom(4), "big")
@@ -404,14 +368,7 @@ def test_bad_allowlist_stops_the_start(workdir):
         "tracker_listen": "%s:%d" % (ip, peers.free_port(ip)),
         "tracker_allowlist": os.path.join(str(workdir), "missing")})
     d.start(wait=False)
-    try:
-        rc = d.proc.wait(30)
-    except Exception:
-        d.proc.kill()
-        d.proc.wait()
-        raise
-    d.stderr.close()
-    d.check_sanitizers()
+    rc = d.wait_exit(30)
     assert rc == 1
     assert "cannot open the allowlist" in d.stderr_text()
 
@@ -621,34 +578,25 @@ def test_ipv6_peers6(workdir, started):
     d = tdaemon.Daemon(workdir, {"tracker_listen": "[::1]:%d" % port,
                                  "tracker_interval": "60"}, name="tr6")
     d.start()
+    tr = types.SimpleNamespace(ip="::1", port=port)
     try:
         ih = os.urandom(20)
 
         def get(peer_no, pport):
-            c = http.client.HTTPConnection("::1", port, timeout=5)
-            try:
-                c.request("GET", "/announce?" + announce_query(ih, pport,
-                                                               peer_no))
-                return bdecode(c.getresponse().read())
-            finally:
-                c.close()
+            status, body = http_get(tr, "/announce?" + announce_query(
+                ih, pport, peer_no))
+            return bdecode(body)
         get(1, 7601)
         r = get(2, 7602)
         assert r[b"peers"] == b""
         assert r[b"peers6"] == socket.inet_pton(socket.AF_INET6, "::1") + \
             struct.pack(">H", 7601)
-        u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        u.settimeout(2)
+        u = UdpClient(tr, "::1")
         try:
-            u.sendto(struct.pack(">QII", 0x41727101980, 0, 5), ("::1", port))
-            data = u.recv(100)
-            cid = struct.unpack(">Q", data[8:16])[0]
-            u.sendto(struct.pack(">QII20s20sQQQIIIiH", cid, 1, 6, ih,
-                                 PEER_ID % 3, 0, 1, 0, 0, 0, 0, -1, 7603),
-                     ("::1", port))
-            data = u.recv(1000)
-            assert struct.unpack(">II", data[:8]) == (1, 6)
-            assert len(data) == 20 + 2 * 18
+            u.connect()
+            action, rest = u.announce(ih, 3, 7603, left=1)
+            assert action == 1
+            assert len(rest) == 12 + 2 * 18
         finally:
             u.close()
     finally:

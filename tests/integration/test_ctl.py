@@ -20,6 +20,7 @@ import pytest
 
 import tdaemon
 from conftest import assert_no_sanitizer, info_hash, write_file
+from peers import slow_swarm, wait_until
 from tdaemon import Daemon
 
 # Exit statuses, as torrentctl(1) documents them.
@@ -82,13 +83,8 @@ def one_json(r):
 
 
 def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+    """peers.wait_until(), polling every 0.05 s, 20 s by default."""
+    return wait_until(pred, timeout, 0.05, what)
 
 
 def settled(d, spec):
@@ -749,33 +745,6 @@ def test_bash_completion(workdir, daemon, tctl):
     # No daemon: no ids, and no error.
     assert complete("--socket", os.path.join(str(workdir), "no.sock"),
                     "info", "") == set()
-
-
-def slow_swarm(workdir, size=6 << 20, limit=1000 * 1000):
-    """A seeding torrentd and a torrentd that has the torrent, no peer yet,
-    and a download limit: the download takes size / limit seconds once
-    the seeder is added (seed.peer_address()).  Returns (seed, leech,
-    info_hash)."""
-    from peers import Torrentd, make_torrent
-    data = write_file(os.path.join(str(workdir), "src", "slow.bin"), size,
-                      seed=5)
-    tor = make_torrent(data, os.path.join(str(workdir), "slow.torrent"),
-                       piece_pow=18)
-    seed = Torrentd(workdir, "seed").start(bound=300)
-    leech = None
-    try:
-        shutil.copy(data, seed.download_dir)
-        h = seed.add(tor)
-        seed.wait_state(h, ["seeding"], 60)
-        leech = Torrentd(workdir, "leech").start(bound=300)
-        assert leech.add(tor) == h
-        leech.call("torrent.set", torrent=h, download_limit=limit)
-    except BaseException:
-        if leech:
-            leech.stop()
-        seed.stop()
-        raise
-    return seed, leech, h
 
 
 def test_wait_bar_and_watch_progress_move_during_a_download(workdir,

@@ -17,7 +17,7 @@ import pytest
 
 import peers
 from conftest import bencode, bdecode
-from dhtnodes import KrpcClient, LtDht, compact_peers, td_dht, td_stop
+from dhtnodes import KrpcClient, LtDht, compact_peers, td_dht, wait_joined
 
 
 def ip_bytes(ip):
@@ -33,7 +33,7 @@ def node(workdir):
     assert st["enabled"] and st["port"] == td.port
     td.to = (td.ip, st["port"])
     yield td
-    td_stop(td)
+    td.stop()
 
 
 # ------------------------------------------------------------- conformance
@@ -237,7 +237,7 @@ def test_get_peers_params_and_dht_off(workdir):
         assert doc["error"]["code"] == -32009
         c.close()
     finally:
-        td_stop(td)
+        td.stop()
     td = td_dht(workdir, "on")
     td.start(bound=120)
     try:
@@ -252,7 +252,7 @@ def test_get_peers_params_and_dht_off(workdir):
         assert doc["result"]["peers"] == []
         c.close()
     finally:
-        td_stop(td)
+        td.stop()
 
 
 def test_node_id_and_nodes_survive_restart(workdir):
@@ -261,10 +261,9 @@ def test_node_id_and_nodes_survive_restart(workdir):
     other = td_dht(workdir, "other", bootstrap=[td.peer_address()])
     other.start(bound=120)
     try:
-        peers.wait_until(lambda: other.call("dht.status")["nodes"]["good"]
-                         >= 1, 20, what="the second node to know the first")
+        wait_joined([other], 20, "the second node to know the first")
         id1 = other.call("dht.status")["node_id"]
-        assert td_stop(other) == 0
+        assert other.stop() == 0
         path = os.path.join(other.daemon.state_dir, "dht")
         saved = bdecode(open(path, "rb").read())
         assert b"v4" in saved
@@ -273,11 +272,10 @@ def test_node_id_and_nodes_survive_restart(workdir):
         other.start(bound=120)
         st = other.call("dht.status")
         assert st["node_id"] == id1
-        peers.wait_until(lambda: other.call("dht.status")["nodes"]["good"]
-                         >= 1, 20, what="rejoining from saved nodes")
+        wait_joined([other], 20, "rejoining from saved nodes")
     finally:
-        td_stop(other)
-        td_stop(td)
+        other.stop()
+        td.stop()
 
 
 # ------------------------------------------------------------ the swarm
@@ -350,7 +348,7 @@ def test_swarm_with_libtorrent(workdir):
         assert st["counters"]["messages_in"] > 0
     finally:
         for td in tds:
-            td_stop(td)
+            td.stop()
         for n in lts:
             n.stop()
 
@@ -400,7 +398,7 @@ def test_dual_stack_and_bep32(workdir):
         assert r and r[b"y"] == b"r"
         c4.close()
     finally:
-        td_stop(td)
+        td.stop()
 
 
 def test_lookup_bounded_and_answered_at_stop(workdir):
@@ -411,9 +409,8 @@ def test_lookup_bounded_and_answered_at_stop(workdir):
     a = td_dht(workdir, "a", bootstrap=[b.peer_address()])
     a.start(bound=120)
     try:
-        peers.wait_until(lambda: a.call("dht.status")["nodes"]["good"] >= 1,
-                         20, what="a to know b")
-        td_stop(b)
+        wait_joined([a], 20, "a to know b")
+        b.stop()
         t0 = time.monotonic()
         r = a.call("dht.get_peers", info_hash="22" * 20)
         took = time.monotonic() - t0
@@ -433,8 +430,8 @@ def test_lookup_bounded_and_answered_at_stop(workdir):
         assert a.daemon.proc.wait(30) == 0
         a.daemon.check_sanitizers()
     finally:
-        td_stop(a)
-        td_stop(b)
+        a.stop()
+        b.stop()
 
 
 def test_torrentctl_dht_get_peers(workdir, ctl):
@@ -447,9 +444,7 @@ def test_torrentctl_dht_get_peers(workdir, ctl):
     b.start(bound=120)
     c.start(bound=120)
     try:
-        for x in (b, c):
-            peers.wait_until(lambda: x.call("dht.status")["nodes"]["good"]
-                             >= 1, 20, what="joining")
+        wait_joined((b, c), 20, "joining")
         ih = "ab" * 20
         assert b.call("dht.announce", info_hash=ih, port=7777)[
             "announced"] >= 1
@@ -465,4 +460,4 @@ def test_torrentctl_dht_get_peers(workdir, ctl):
             rc=4)
     finally:
         for x in (c, b, a):
-            td_stop(x)
+            x.stop()

@@ -22,12 +22,12 @@ Sizes are small (16 MiB, 256 KiB pieces); timeouts allow for
 transmission's 10-13 s before its first payload byte.
 """
 import os
-import shutil
 
 import pytest
 
 import peers
-from conftest import write_file
+from conftest import info_hash, write_file
+from peers import seed_copy
 
 SIZE = 16 << 20
 PIECE_POW = 18          # 256 KiB pieces: 64 pieces
@@ -36,22 +36,7 @@ LT_TIMEOUT = 60
 
 
 # ---------------------------------------------------------------- fixtures
-
-@pytest.fixture
-def started():
-    """A list to put started peers in; all are stopped (by PID) at the
-    end of the test, in reverse order."""
-    lst = []
-    yield lst
-    errors = []
-    for p in reversed(lst):
-        try:
-            p.stop()
-        except AssertionError as e:   # e.g. a sanitizer report
-            errors.append(e)
-    if errors:
-        raise errors[0]
-
+# `started` (conftest.py): the peers a test started, stopped at its end.
 
 @pytest.fixture
 def source(workdir, mktorrent):
@@ -63,21 +48,19 @@ def source(workdir, mktorrent):
     return data, tor
 
 
-def tracked_source(workdir, tracker):
+def start_tracker(workdir, started):
+    """An opentracker, started, that serves one torrent of SIZE random
+    bytes (whose .torrent announces to it); returns (tracker, data file,
+    .torrent, info-hash)."""
+    tracker = peers.Opentracker(workdir)
     data = write_file(os.path.join(str(workdir), "src", "data.bin"), SIZE,
                       seed=5)
     tor = peers.make_torrent(data, os.path.join(str(workdir), "t.torrent"),
                              PIECE_POW, announce=tracker.announce_url())
-    from conftest import info_hash
-    return data, tor, info_hash(tor)
-
-
-def seed_copy(data, directory):
-    """Put a copy of the source data where a seeder will find it."""
-    os.makedirs(directory, exist_ok=True)
-    dst = os.path.join(directory, os.path.basename(data))
-    shutil.copyfile(data, dst)
-    return dst
+    ih = info_hash(tor)
+    tracker.allow(ih)
+    started.append(tracker.start())
+    return tracker, data, tor, ih
 
 
 def assert_same(src, dst, settle=0):
@@ -96,6 +79,14 @@ def start_transmission_seeder(workdir, started, data, tor):
     tid = tr.add(tor)
     tr.wait_seeding(tid, 60)
     return tr
+
+
+def start_libtorrent_seeder(workdir, started, data, tor, connect=()):
+    """A libtorrent seeding data (from where it is), dialling connect."""
+    lt = peers.Libtorrent(workdir, "lt-seed")
+    started.append(lt.start(tor, seed=True, save=os.path.dirname(data),
+                            connect=connect, timeout=120))
+    return lt
 
 
 def start_torrentd_seeder(workdir, started, data, tor, name="td-seed"):
@@ -117,9 +108,8 @@ def test_harness_libtorrent_seeds_transmission(workdir, source, started):
     tr = peers.Transmission(workdir, "tr-leech")
     started.append(tr.start())
     tid = tr.add(tor)
-    lt = peers.Libtorrent(workdir, "lt-seed")
-    started.append(lt.start(tor, seed=True, save=os.path.dirname(data),
-                            connect=[tr.peer_address()], timeout=120))
+    start_libtorrent_seeder(workdir, started, data, tor,
+                            connect=[tr.peer_address()])
     t = tr.wait_complete(tid, TR_TIMEOUT)
     assert t["corruptEver"] == 0
     assert_same(data, os.path.join(tr.download_dir, "data.bin"), 10)
@@ -166,13 +156,8 @@ def test_harness_opentracker_introduces_libtorrent_peers(workdir, started,
     """opentracker (whitelist, chroot, unprivileged user) introduces a
     libtorrent leecher to a libtorrent seeder: no peer is dialled by
     hand."""
-    tracker = peers.Opentracker(workdir)
-    data, tor, ih = tracked_source(workdir, tracker)
-    tracker.allow(ih)
-    started.append(tracker.start())
-    seed = peers.Libtorrent(workdir, "lt-seed")
-    started.append(seed.start(tor, seed=True, save=os.path.dirname(data),
-                              timeout=120))
+    tracker, data, tor, ih = start_tracker(workdir, started)
+    seed = start_libtorrent_seeder(workdir, started, data, tor)
     seed.wait_event("alert", 20, lambda e: e["type"] == "tracker_reply")
     leech = peers.Libtorrent(workdir, "lt-leech")
     started.append(leech.start(tor, timeout=LT_TIMEOUT))
@@ -216,9 +201,7 @@ def test_transmission_leeches_from_torrentd(workdir, source, started):
 
 def test_torrentd_leeches_from_libtorrent(workdir, source, started):
     data, tor = source
-    lt = peers.Libtorrent(workdir, "lt-seed")
-    started.append(lt.start(tor, seed=True, save=os.path.dirname(data),
-                            timeout=120))
+    lt = start_libtorrent_seeder(workdir, started, data, tor)
     td = peers.Torrentd(workdir, "td-leech")
     started.append(td.start())
     ih = td.add(tor)
@@ -242,13 +225,8 @@ def test_libtorrent_leeches_from_torrentd(workdir, source, started):
 
 def test_tracker_libtorrent_to_torrentd(workdir, started, mktorrent):
     """torrentd finds a libtorrent seeder through opentracker only."""
-    tracker = peers.Opentracker(workdir)
-    data, tor, ih = tracked_source(workdir, tracker)
-    tracker.allow(ih)
-    started.append(tracker.start())
-    lt = peers.Libtorrent(workdir, "lt-seed")
-    started.append(lt.start(tor, seed=True, save=os.path.dirname(data),
-                            timeout=120))
+    tracker, data, tor, ih = start_tracker(workdir, started)
+    lt = start_libtorrent_seeder(workdir, started, data, tor)
     lt.wait_event("alert", 20, lambda e: e["type"] == "tracker_reply")
     td = peers.Torrentd(workdir, "td-leech")
     started.append(td.start())
@@ -261,10 +239,7 @@ def test_tracker_torrentd_to_libtorrent(workdir, started, mktorrent):
     """A libtorrent leecher finds a torrentd seeder through opentracker
     only (torrentd must announce from its own address, see TESTING.md
     "Binding")."""
-    tracker = peers.Opentracker(workdir)
-    data, tor, ih = tracked_source(workdir, tracker)
-    tracker.allow(ih)
-    started.append(tracker.start())
+    tracker, data, tor, ih = start_tracker(workdir, started)
     td, _ = start_torrentd_seeder(workdir, started, data, tor)
     lt = peers.Libtorrent(workdir, "lt-leech")
     started.append(lt.start(tor, timeout=LT_TIMEOUT))
@@ -276,10 +251,7 @@ def test_tracker_torrentd_to_libtorrent(workdir, started, mktorrent):
 def test_tracker_transmission_to_torrentd(workdir, started, mktorrent):
     """torrentd finds a transmission seeder through opentracker and dials
     it (transmission would not dial a loopback peer itself)."""
-    tracker = peers.Opentracker(workdir)
-    data, tor, ih = tracked_source(workdir, tracker)
-    tracker.allow(ih)
-    started.append(tracker.start())
+    tracker, data, tor, ih = start_tracker(workdir, started)
     tr = start_transmission_seeder(workdir, started, data, tor)
     # transmission announces from its own address (bind-address-ipv4)
     peers.wait_until(lambda: tr.peer_address() in tracker.peers_of(ih), 30,

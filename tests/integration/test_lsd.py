@@ -6,14 +6,14 @@ each torrentd in a network namespace of its own that the test creates
 (and with them the veth pair) are deleted at the end.  That needs root:
 without it the test is skipped and says why (CI runs as root).
 """
-import base64
 import os
 import subprocess
 import time
 
 import pytest
 
-from tdaemon import Daemon, binary
+from conftest import stop_each
+from tdaemon import Daemon, b64, binary
 
 # 198.18.0.0/15 is for benchmarking (RFC 2544): never a real network.
 NET = "198.18.214."
@@ -25,11 +25,6 @@ def run(argv):
                        timeout=30)
     assert r.returncode == 0, "%s: %s" % (" ".join(argv), r.stdout.decode())
     return r.stdout.decode()
-
-
-def b64(path):
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode()
 
 
 def make_torrent(workdir, name, private=False):
@@ -213,9 +208,10 @@ def test_lsd_daemons_find_each_other(tmp_path):
         for d in daemons:
             assert d.call("daemon.version")
     finally:
-        for d in daemons:
-            d.stop()
-        ns.delete()
+        try:
+            stop_each(daemons)
+        finally:
+            ns.delete()
     for n in ns.names:
         assert n not in run(["ip", "netns", "list"])
 
@@ -242,8 +238,11 @@ def test_lsd_port_zero_listens_only(tmp_path):
         assert st["announces_sent"] == 0 and st["send_errors"] == 0
         assert "nothing is announced" in d.stderr_text()
     finally:
-        if d:
-            d.stop()
-        subprocess.run(["ip", "netns", "del", name], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=30)
+        try:
+            if d:
+                d.stop()
+        finally:
+            subprocess.run(["ip", "netns", "del", name],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
     assert name not in run(["ip", "netns", "list"])

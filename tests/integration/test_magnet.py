@@ -14,28 +14,22 @@ on its own 127.0.0.x:
   - a private torrent (BEP 27) is never announced in the DHT.
 
 Bootstrap nodes are always the test's own loopback nodes; processes are
-bounded in time and stopped by PID (peers.Proc, dhtnodes.td_stop).
+bounded in time and stopped by PID (peers.Proc, peers.Torrentd.stop(),
+conftest's `nodes` and `started` fixtures).
 """
 import os
-import shutil
 import time
 
 import pytest
 
 import peers
-from conftest import info_hash, write_file
-from dhtnodes import LtDht, td_dht, td_stop
+from conftest import info_hash, stop_each, write_file
+from dhtnodes import td_dht, wait_joined
+from peers import recv_exact, seed_copy
 
 SIZE = 8 << 20
 PIECE_POW = 18          # 256 KiB pieces: 32 pieces
 TIMEOUT = 120           # DHT announces retry every 30 s when early
-
-
-def seed_copy(data, directory):
-    os.makedirs(directory, exist_ok=True)
-    dst = os.path.join(directory, os.path.basename(data))
-    shutil.copyfile(data, dst)
-    return dst
 
 
 @pytest.fixture
@@ -45,19 +39,6 @@ def source(workdir, mktorrent):
     tor = peers.make_torrent(data, os.path.join(str(workdir), "m.torrent"),
                              PIECE_POW)
     return data, tor, info_hash(tor)
-
-
-@pytest.fixture
-def nodes():
-    """A list of torrentd (peers.Torrentd) stopped by PID at the end."""
-    lst = []
-    yield lst
-    bad = []
-    for td in reversed(lst):
-        rc = td_stop(td)  # sanitizer reports fail here
-        if rc not in (0, None):
-            bad.append((td.peer_address(), rc))
-    assert not bad, "torrentd exit status: %r" % bad
 
 
 def magnet(ih, extra=""):
@@ -97,9 +78,7 @@ def dht_swarm(workdir, nodes, names):
         td.start(bound=300)
         nodes.append(td)
         out.append(td)
-    for td in out:
-        peers.wait_until(lambda: td.call("dht.status")["nodes"]["good"] >= 1,
-                         30, what="%s to join the DHT" % td.ip)
+    wait_joined(out, 30)
     return hub, out
 
 
@@ -128,7 +107,7 @@ def test_magnet_from_torrentd_seeder_through_dht(workdir, source, nodes,
     # (peer_set_torrent), it was not dropped and dialled again.
     assert "1 peer(s) go on with the metadata" in leech.daemon.stderr_text()
     # A restart finds the torrent made from the metadata, complete.
-    assert td_stop(leech) == 0
+    assert leech.stop() == 0
     leech.start(bound=120)
     t = leech.wait_state(ih, ("seeding",), 60)
     assert t["has_metadata"] and t["name"] == os.path.basename(data)
@@ -206,19 +185,6 @@ def test_private_torrent_not_in_dht(workdir, mktorrent, nodes):
     assert pih not in str(st)
 
 
-@pytest.fixture
-def started():
-    """Other clients (peers.Libtorrent, peers.Transmission), stopped by
-    PID at the end in reverse order."""
-    lst = []
-    yield lst
-    for p in reversed(lst):
-        try:
-            p.stop()
-        except AssertionError:
-            pass
-
-
 def test_magnet_from_libtorrent_seeder_through_dht(workdir, source, nodes,
                                                     started):
     """A python3-libtorrent seeder in the loopback DHT: torrentd finds it
@@ -277,9 +243,7 @@ def test_lsd_peer_feeds_engine(workdir):
             if i == 0:
                 seed_copy(data, d.download_dir)
             d.start(prefix=("timeout", "-k", "5", "120") + ns.prefix(i))
-        with open(tor, "rb") as f:
-            import base64
-            meta = base64.b64encode(f.read()).decode()
+        meta = tdaemon.b64(tor)
         for d in daemons:
             d.call("torrent.add", metainfo=meta)
 
@@ -290,12 +254,10 @@ def test_lsd_peer_feeds_engine(workdir):
         dst = os.path.join(daemons[1].download_dir, "lsd.bin")
         assert peers.files_equal(data, dst)
     finally:
-        for d in daemons:
-            try:
-                d.stop()
-            except AssertionError:
-                pass
-        ns.delete()
+        try:
+            stop_each(daemons)   # a sanitizer report fails the test
+        finally:
+            ns.delete()
 
 
 class LyingMetadataPeer:
@@ -325,20 +287,11 @@ class LyingMetadataPeer:
     def peer_address(self):
         return "%s:%d" % (self.ip, self.port)
 
-    def _recv(self, c, n):
-        b = b""
-        while len(b) < n:
-            x = c.recv(n - len(b))
-            if not x:
-                raise EOFError
-            b += x
-        return b
-
     def _serve(self, c):
         import struct
         from conftest import bdecode, bencode
         c.settimeout(5)
-        hs = self._recv(c, 68)
+        hs = recv_exact(c, 68)
         if hs[28:48] != self.ih:
             return
         c.sendall(b"\x13BitTorrent protocol" + b"\0\0\0\0\0\x10\0\0" +
@@ -347,10 +300,10 @@ class LyingMetadataPeer:
                        "metadata_size": self.size, "v": "liar"})
         c.sendall(struct.pack(">IBB", len(ext) + 2, 20, 0) + ext)
         while not self.stop_ev.is_set() and time.monotonic() < self.deadline:
-            n = struct.unpack(">I", self._recv(c, 4))[0]
+            n = struct.unpack(">I", recv_exact(c, 4))[0]
             if n == 0 or n > (1 << 20):
                 continue
-            msg = self._recv(c, n)
+            msg = recv_exact(c, n)
             if msg[0] == 20 and msg[1] == 0:
                 m = bdecode(msg[2:]).get(b"m", {})
                 self.their_id = m.get(b"ut_metadata", 0)

@@ -19,19 +19,11 @@ import time
 import pytest
 
 from conftest import ROOT, assert_no_sanitizer, bencode, run
-from tdaemon import Connection, Daemon, NotifyListener, binary
+from tdaemon import Connection, Daemon, NotifyListener
 
 pytestmark = pytest.mark.tsan
 
 STOP_BOUND = 15.0  # seconds a clean stop may take in these tests
-
-
-@pytest.fixture(scope="module")
-def torrentd():
-    path = binary("torrentd")
-    if not os.access(path, os.X_OK):
-        pytest.fail("%s is not built (make %s)" % (path, path))
-    return path
 
 
 @pytest.fixture
@@ -56,32 +48,8 @@ def wait_for_text(d, pattern, timeout=10.0):
 def start_refused(d, args=()):
     """Start d expecting it to refuse: returns (exit status, stderr)."""
     d.start(args=args, wait=False)
-    try:
-        rc = d.proc.wait(20)
-    except subprocess.TimeoutExpired:
-        d.proc.kill()
-        d.proc.wait()
-        raise AssertionError("torrentd did not refuse to start:\n"
-                             + d.stderr_text())
-    d.stderr.close()
-    text = d.stderr_text()
-    assert_no_sanitizer(text, "torrentd")
-    return rc, text
-
-
-def wait_exit(d, timeout=STOP_BOUND):
-    """Wait for d to exit by itself (after a signal the test sent);
-    returns its exit status."""
-    try:
-        rc = d.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        d.proc.kill()
-        d.proc.wait()
-        raise AssertionError("torrentd did not exit within %.0f s:\n%s"
-                             % (timeout, d.stderr_text()))
-    d.stderr.close()
-    d.check_sanitizers()
-    return rc
+    rc = d.wait_exit(20, "refuse to start")
+    return rc, d.stderr_text()
 
 
 def config_keys(torrentd):
@@ -434,7 +402,7 @@ def test_notify_ready_status_stopping(workdir, torrentd, notify):
     os.kill(d.proc.pid, signal.SIGTERM)
     msg = notify.wait_for("STOPPING")
     assert msg["STOPPING"] == "1"
-    assert wait_exit(d) == 0
+    assert d.wait_exit(STOP_BOUND) == 0
 
 
 def test_notify_extend_timeout(workdir, torrentd, notify):
@@ -450,7 +418,7 @@ def test_notify_extend_timeout(workdir, torrentd, notify):
     notify.wait_for("STOPPING")
     msg = notify.wait_for("EXTEND_TIMEOUT_USEC")
     assert int(msg["EXTEND_TIMEOUT_USEC"]) >= 10 * 1000000
-    assert wait_exit(d) == 0
+    assert d.wait_exit(STOP_BOUND) == 0
 
 
 def small_torrent(name="service-test"):
@@ -484,7 +452,7 @@ def test_daemon_shutdown_method(workdir, torrentd, notify):
     notify.wait_for("READY")
     d.call("daemon.shutdown")
     notify.wait_for("STOPPING")
-    assert wait_exit(d) == 0
+    assert d.wait_exit(STOP_BOUND) == 0
     assert "shutdown requested over the control socket" in d.stderr_text()
 
 

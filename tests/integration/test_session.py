@@ -17,7 +17,8 @@ import time
 import pytest
 
 from conftest import info_hash, run, write_file
-from tdaemon import Connection, Daemon, RpcError
+from peers import slow_swarm, wait_until
+from tdaemon import Connection, Daemon, RpcError, b64
 
 RPC_INVALID_PARAMS = -32602
 RPC_E_TORRENT_NOT_FOUND = -32001
@@ -65,19 +66,9 @@ def make_torrent(mktorrent, workdir, name="payload", files=None,
     return out, src
 
 
-def b64(path):
-    with open(path, "rb") as f:
-        return base64.b64encode(f.read()).decode()
-
-
 def wait_for(pred, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
+    """peers.wait_until(), polling every 0.05 s, 15 s by default."""
+    return wait_until(pred, timeout, 0.05, what)
 
 
 def get(d, spec, **kw):
@@ -861,39 +852,11 @@ class EventReader:
         self.conn.close()
 
 
-def slow_swarm(workdir, mktorrent, size=6 << 20, limit=1000 * 1000):
-    """A torrentd seeding a file of size bytes and a torrentd that has the
-    torrent (no peer yet) with a download limit of limit bytes/s, so that
-    the download takes size / limit seconds once the seeder is added
-    (seed.peer_address()).  Returns (seed, leech, info_hash)."""
-    import shutil
-    from peers import Torrentd, make_torrent
-    data = write_file(os.path.join(str(workdir), "src", "slow.bin"), size,
-                      seed=5)
-    tor = make_torrent(data, os.path.join(str(workdir), "slow.torrent"),
-                       piece_pow=18)
-    seed = Torrentd(workdir, "seed").start(bound=300)
-    leech = None
-    try:
-        shutil.copy(data, seed.download_dir)
-        h = seed.add(tor)
-        seed.wait_state(h, ["seeding"], 60)
-        leech = Torrentd(workdir, "leech").start(bound=300)
-        assert leech.add(tor) == h
-        leech.call("torrent.set", torrent=h, download_limit=limit)
-    except BaseException:
-        if leech:
-            leech.stop()
-        seed.stop()
-        raise
-    return seed, leech, h
-
-
 def test_progress_events_are_live_and_never_kept(workdir, mktorrent):
     """torrent.progress during a rate-limited download: several, with
     growing progress, at most one a second, only to subscribers that ask
     for them, without numbers, and never in a replay with "since"."""
-    seed, leech, h = slow_swarm(workdir, mktorrent)
+    seed, leech, h = slow_swarm(workdir)
     readers = []
     try:
         d = leech.daemon

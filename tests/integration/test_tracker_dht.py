@@ -17,40 +17,30 @@ has a torrent with no tracker and announces it in the DHT only.  Then:
     (DHT off) through tracker 2 over UDP both download byte-identical
     data from the seeder.
 
-Processes are bounded in time and stopped by PID (dhtnodes.td_stop,
-peers.Proc); bootstrap nodes are the test's own.
+Processes are bounded in time and stopped by PID (peers.Torrentd.stop()
+through conftest's `nodes` fixture, peers.Proc); bootstrap nodes are the
+test's own.
 """
 import os
-import shutil
 import time
 
 import pytest
 
 import peers
 from conftest import info_hash, write_file
-from dhtnodes import td_dht, td_stop
-from test_builtin_tracker import (UdpClient, announce, compact_peers,
-                                  parse_udp_announce, scrape)
+from dhtnodes import td_dht, wait_joined
+from test_builtin_tracker import (Tracker, UdpClient, announce,
+                                  compact_peers, parse_udp_announce, scrape)
 
 SIZE = 4 << 20
 PIECE_POW = 18
 TIMEOUT = 120   # a first DHT announce may wait for DHTSVC_ANNOUNCE_RETRY_S
 
 
-@pytest.fixture
-def nodes():
-    lst = []
-    yield lst
-    bad = []
-    for td in reversed(lst):
-        rc = td_stop(td)
-        if rc not in (0, None):
-            bad.append((td.peer_address(), rc))
-    assert not bad, "torrentd exit status: %r" % bad
-
-
-class DhtTracker:
-    """A torrentd on the DHT that also serves as tracker (same IP)."""
+class DhtTracker(Tracker):
+    """A torrentd on the DHT that also serves as tracker (same IP); the
+    rest is test_builtin_tracker.Tracker's (url(), udp_url(), log()).
+    Unlike that one it keeps torrentd's default tracker_interval."""
 
     def __init__(self, workdir, name, hub, nodes):
         self.ip = peers.next_address()
@@ -62,12 +52,6 @@ class DhtTracker:
                                  "log_level": "debug"})
         self.td.start(bound=400)
         nodes.append(self.td)
-
-    def url(self, path="announce"):
-        return "http://%s:%d/%s" % (self.ip, self.port, path)
-
-    def udp_url(self):
-        return "udp://%s:%d/announce" % (self.ip, self.port)
 
 
 def compact_addrs(blob):
@@ -91,11 +75,8 @@ def swarm(workdir, mktorrent, nodes):
     nodes.append(seed)
     t1 = DhtTracker(workdir, "t1", hub, nodes)
     t2 = DhtTracker(workdir, "t2", hub, nodes)
-    for td in (seed, t1.td, t2.td):
-        peers.wait_until(lambda: td.call("dht.status")["nodes"]["good"] >= 1,
-                         30, what="%s to join the DHT" % td.ip)
-    os.makedirs(seed.download_dir, exist_ok=True)
-    shutil.copyfile(data, os.path.join(seed.download_dir, "data.bin"))
+    wait_joined((seed, t1.td, t2.td), 30)
+    peers.seed_copy(data, seed.download_dir)
     assert seed.add(tor) == ih
     seed.wait_state(ih, ("seeding",), 60)
     peers.wait_until(

@@ -22,9 +22,6 @@ import pytest
 import peers
 import test_builtin_tracker as bt
 from conftest import info_hash, write_file
-from dhtnodes import td_stop
-
-started = bt.started      # the fixture: stops what a test started, by PID
 
 SIZE = 4 << 20            # 64 pieces of 64 KiB
 PIECE = "64K"
@@ -131,7 +128,7 @@ def test_torrentd_swarm_through_builtin_tracker(workdir, started, ctl,
 
     # A clean stop announces "stopped": the tracker forgets that seed at
     # once (not after twice the interval).
-    assert td_stop(leechers[0]) == 0
+    assert leechers[0].stop() == 0
     started.remove(leechers[0])
     wait_counts(tr, ih, (3, 0, 3), 15, "the stopped announce")
     # The others are still there and still seeding.

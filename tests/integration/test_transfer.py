@@ -31,14 +31,15 @@ def _stop_everything():
     stop_all()
 
 
-def started(workdir, name, config=None):
+def start_torrentd(workdir, name, config=None):
+    """A Torrentd, started; the test stops it."""
     return Torrentd(workdir, name, config=config).start(bound=600)
 
 
 def seeder_for(workdir, tor, data, name="seed", config=None):
     """A torrentd that has the data in its download directory beforehand:
     adding the torrent checks it and seeds without downloading."""
-    s = started(workdir, name, config)
+    s = start_torrentd(workdir, name, config)
     dst = os.path.join(s.download_dir, os.path.basename(data))
     if os.path.isdir(data):
         shutil.copytree(data, dst)
@@ -73,7 +74,7 @@ def test_single_file_add_peer(workdir):
         f.write("#!/bin/sh\ncat > %s.tmp && mv %s.tmp %s\n"
                 % (hook_out, hook_out, hook_out))
     os.chmod(hook, 0o755)
-    leech = started(workdir, "leech", config={"on_complete": hook})
+    leech = start_torrentd(workdir, "leech", config={"on_complete": hook})
     events = leech.daemon.connect(timeout=300)
     events.call("events.subscribe", types=["torrent.completed"])
     leech.add(tor)
@@ -130,7 +131,7 @@ def lt_multifile(workdir):
 def test_multi_file_pad_and_empty(workdir):
     top, tor = lt_multifile(workdir)
     s, h = seeder_for(workdir, tor, top)
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     leech.add(tor)
     leech.add_peer(h, s.peer_address())
     leech.wait_complete(h, 120)
@@ -150,7 +151,7 @@ def test_unwanted_file_is_not_downloaded(workdir):
     completes on the wanted ones and seeds them."""
     top, tor = lt_multifile(workdir)
     s, h = seeder_for(workdir, tor, top)
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     leech.add(tor, paused=True)
     files = leech.call("torrent.files", torrent=h)["files"]
     big = [f for f in files if f["path"].endswith("a.bin")][0]
@@ -189,7 +190,8 @@ def test_stop_start_remove_during_transfer(workdir):
     shutil.copy(d2, s.download_dir)
     h2 = s.add(t2)
     s.wait_state(h2, ["seeding"], 60)
-    leech = started(workdir, "leech", config={"download_rate_limit": "4M"})
+    leech = start_torrentd(workdir, "leech",
+                           config={"download_rate_limit": "4M"})
     leech.add(tor)
     leech.add(t2)
     leech.add_peer(h, s.peer_address())
@@ -207,6 +209,18 @@ def test_stop_start_remove_during_transfer(workdir):
         os.path.join(leech.download_dir, "big.bin")), 30, 0.1)
     leech.stop()
     s.stop()
+
+
+def check_swarm(leechers, h, data, timeout=240):
+    """Every leecher completes within timeout with the bytes of data, and
+    every one uploaded some (they traded among themselves)."""
+    for lc in leechers:
+        lc.wait_complete(h, timeout)
+    for lc in leechers:
+        assert files_equal(data, os.path.join(lc.download_dir,
+                                              os.path.basename(data)))
+    ups = [lc.get(h)["uploaded_bytes"] for lc in leechers]
+    assert all(u > 0 for u in ups), ups
 
 
 def test_swarm_through_tracker(workdir):
@@ -228,15 +242,10 @@ def test_swarm_through_tracker(workdir):
     # Slow seeder: the leechers must get most pieces from each other.
     s, _ = seeder_for(workdir, tor, data,
                       config={"upload_rate_limit": "6M"})
-    leechers = [started(workdir, "l%d" % i) for i in range(8)]
+    leechers = [start_torrentd(workdir, "l%d" % i) for i in range(8)]
     for lc in leechers:
         lc.add(tor)
-    for lc in leechers:
-        lc.wait_complete(h, 240)
-    for lc in leechers:
-        assert files_equal(data, os.path.join(lc.download_dir, "swarm.bin"))
-    ups = [lc.get(h)["uploaded_bytes"] for lc in leechers]
-    assert all(u > 0 for u in ups), ups
+    check_swarm(leechers, h, data)
     trackers = leechers[0].call("torrent.trackers", torrent=h)["trackers"]
     assert trackers[0]["status"] == "working", trackers
     for lc in leechers:
@@ -256,19 +265,14 @@ def test_swarm_add_peer_leechers_upload(workdir):
                        piece_pow=16)
     s, h = seeder_for(workdir, tor, data,
                       config={"upload_rate_limit": "4M"})
-    leechers = [started(workdir, "l%d" % i) for i in range(8)]
+    leechers = [start_torrentd(workdir, "l%d" % i) for i in range(8)]
     for lc in leechers:
         lc.add(tor)
     for i, lc in enumerate(leechers):
         lc.add_peer(h, s.peer_address())
         for other in leechers[:i]:
             lc.add_peer(h, other.peer_address())
-    for lc in leechers:
-        lc.wait_complete(h, 240)
-    for lc in leechers:
-        assert files_equal(data, os.path.join(lc.download_dir, "swarm.bin"))
-    ups = [lc.get(h)["uploaded_bytes"] for lc in leechers]
-    assert all(u > 0 for u in ups), ups
+    check_swarm(leechers, h, data)
     for lc in leechers:
         lc.stop()
     s.stop()
@@ -278,8 +282,8 @@ def resumed_run(workdir, sig):
     size = 48 << 20
     data, tor = big_torrent(workdir, size)
     s, h = seeder_for(workdir, tor, data)
-    leech = started(workdir, "leech",
-                    config={"download_rate_limit": "8M"})
+    leech = start_torrentd(workdir, "leech",
+                           config={"download_rate_limit": "8M"})
     leech.add(tor)
     leech.add_peer(h, s.peer_address())
     wait_until(lambda: leech.get(h)["have_bytes"] > size * 0.4, 60, 0.05,
@@ -335,7 +339,7 @@ def test_corrupt_peer_is_banned(workdir):
     npieces = size // 65536
     bad = BadPeer(workdir).start(tor, data,
                                  corrupt=range(0, npieces))
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     h = leech.add(tor)
     leech.add_peer(h, bad.peer_address())
     # The liar serves bad data first and is banned ...
@@ -371,7 +375,7 @@ def test_late_corrupt_copy_never_overwrites_verified(workdir):
     liar = BadPeer(workdir).start(tor, data, corrupt=range(npieces),
                                   extra=["--late", "--lack",
                                          str(npieces - 1)])
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     h = leech.add(tor)
     leech.add_peer(h, liar.peer_address())
     liar.wait_event("held", 30)
@@ -411,7 +415,7 @@ def test_allowed_fast_from_choking_peer(workdir):
     allowed = [3, 17, 30]
     fp = BadPeer(workdir).start(tor, data, extra=[
         "--fast-choked", ",".join(str(i) for i in allowed)])
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     h = leech.add(tor)
     leech.add_peer(h, fp.peer_address())
     wait_until(lambda: leech.get(h)["have_bytes"] >= len(allowed) * 65536,
@@ -428,20 +432,25 @@ def test_allowed_fast_from_choking_peer(workdir):
     fp.stop()
 
 
+def rate_of(counter, seconds=10):
+    """The bytes per second by which counter() grows over seconds."""
+    t0, d0 = time.monotonic(), counter()
+    time.sleep(seconds)
+    t1, d1 = time.monotonic(), counter()
+    return (d1 - d0) / (t1 - t0)
+
+
 def test_download_rate_limit(workdir):
     """A per-torrent download limit of 2 MB/s, measured over ~10 s."""
     size = 64 << 20
     data, tor = big_torrent(workdir, size)
     s, h = seeder_for(workdir, tor, data)
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     leech.add(tor)
     leech.call("torrent.set", torrent=h, download_limit=2 * MB)
     leech.add_peer(h, s.peer_address())
     wait_until(lambda: leech.get(h)["downloaded_bytes"] > 1 * MB, 30, 0.05)
-    t0, d0 = time.monotonic(), leech.get(h)["downloaded_bytes"]
-    time.sleep(10)
-    t1, d1 = time.monotonic(), leech.get(h)["downloaded_bytes"]
-    rate = (d1 - d0) / (t1 - t0)
+    rate = rate_of(lambda: leech.get(h)["downloaded_bytes"])
     assert 0.9 * 2 * MB < rate < 1.1 * 2 * MB, rate
     leech.stop()
     s.stop()
@@ -453,14 +462,11 @@ def test_global_upload_rate_limit_live(workdir):
     data, tor = big_torrent(workdir, size)
     s, h = seeder_for(workdir, tor, data)
     s.call("session.set", upload_rate_limit=3 * MB)
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     leech.add(tor)
     leech.add_peer(h, s.peer_address())
     wait_until(lambda: leech.get(h)["downloaded_bytes"] > 1 * MB, 30, 0.05)
-    t0, d0 = time.monotonic(), s.get(h)["uploaded_bytes"]
-    time.sleep(10)
-    t1, d1 = time.monotonic(), s.get(h)["uploaded_bytes"]
-    rate = (d1 - d0) / (t1 - t0)
+    rate = rate_of(lambda: s.get(h)["uploaded_bytes"])
     assert 0.9 * 3 * MB < rate < 1.1 * 3 * MB, rate
     leech.stop()
     s.stop()
@@ -474,15 +480,15 @@ def test_queue_max_active_downloads(workdir):
     write_file(d2, 4 << 20, seed=22)
     t1 = make_torrent(d1, os.path.join(str(workdir), "one.torrent"))
     t2 = make_torrent(d2, os.path.join(str(workdir), "two.torrent"))
-    s = started(workdir, "seed")
+    s = start_torrentd(workdir, "seed")
     for d in (d1, d2):
         shutil.copy(d, s.download_dir)
     h1, h2 = s.add(t1), s.add(t2)
     s.wait_state(h1, ["seeding"], 60)
     s.wait_state(h2, ["seeding"], 60)
-    leech = started(workdir, "leech",
-                    config={"max_active_downloads": "1",
-                            "download_rate_limit": "4M"})
+    leech = start_torrentd(workdir, "leech",
+                           config={"max_active_downloads": "1",
+                                   "download_rate_limit": "4M"})
     leech.add(t1)
     leech.wait_state(h1, ["downloading"], 30)
     leech.add(t2)
@@ -508,15 +514,12 @@ def test_error_unwritable_dir_and_retry(workdir):
     size = 4 << 20
     data, tor = big_torrent(workdir, size)
     s, h = seeder_for(workdir, tor, data)
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     blocker = os.path.join(str(workdir), "blocker")
     with open(blocker, "w") as f:
         f.write("in the way\n")
     bad_dir = os.path.join(blocker, "dl")
-    import base64
-    with open(tor, "rb") as f:
-        leech.call("torrent.add", metainfo=base64.b64encode(f.read()).decode(),
-                   download_dir=bad_dir)
+    leech.add(tor, download_dir=bad_dir)
     leech.add_peer(h, s.peer_address())
     wait_until(lambda: leech.get(h)["state"] == "error", 30, 0.1)
     err = leech.get(h)["error"]
@@ -539,7 +542,7 @@ def test_files_deleted_while_seeding(workdir):
     data, tor = big_torrent(workdir, size)
     s, h = seeder_for(workdir, tor, data)
     os.unlink(os.path.join(s.download_dir, "big.bin"))
-    leech = started(workdir, "leech")
+    leech = start_torrentd(workdir, "leech")
     leech.add(tor)
     leech.add_peer(h, s.peer_address())
     wait_until(lambda: s.get(h)["state"] == "error", 30, 0.1)
