@@ -14,6 +14,13 @@
  * takes the list and fdatasyncs each file through the cache (reopening
  * it if it was evicted: fdatasync works on the inode), then fsyncs the
  * directories of the files created since the last flush.
+ *
+ * Allocation ahead (storage.h): the write that sets a chunk's bit (an
+ * atomic fetch_or, outside the mutex) calls fallocate() on the fd it has
+ * pinned, then writes; a writer that finds the bit set just writes, even
+ * while the first is still allocating (the kernel orders the two; the
+ * chunk is then only partly allocated ahead, which costs speed, never
+ * data).
  */
 #include "daemon/storage.h"
 
@@ -21,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +52,7 @@ struct sfd {
     int fd;             /* owned */
     unsigned pins;      /* I/O calls using fd now */
     bool writable;      /* O_RDWR, else O_RDONLY */
+    bool alloc_ahead;   /* allocate chunks ahead of the writes (ext4) */
     bool attached;      /* in the table and the LRU list */
     struct storage *st; /* borrowed: a storage outlives its fds */
     size_t file;
@@ -63,6 +73,9 @@ struct storage {
     const struct meta_info *info; /* borrowed: outlives the storage */
     char *dir;                    /* owned */
     unsigned flags;
+    /* owned: a bit per chunk of each file (chunk_bit()), set by the write
+     * that allocates it (whether fallocate() worked or not). */
+    _Atomic uint32_t *chunks;
     /* Under cache.lock: */
     struct sfile *files; /* owned, info->n_files */
     size_t dirty_head;   /* index + 1, 0: none */
@@ -112,6 +125,25 @@ now_ms(void)
     struct timespec ts;
     (void)clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Chunk k of file i (file offsets [k * CHUNK, (k + 1) * CHUNK), CHUNK =
+ * STORAGE_ALLOC_CHUNK) is bit files[i].offset / CHUNK + i + k of
+ * storage.chunks: file i has at most ceil(length / CHUNK) chunks, and
+ * files[i + 1].offset / CHUNK >= files[i].offset / CHUNK +
+ * floor(length / CHUNK), so the bits of two files never meet and no
+ * per-file table is needed. */
+static uint64_t
+chunk_bit(const struct meta_info *info, size_t i, uint64_t k)
+{
+    return info->files[i].offset / STORAGE_ALLOC_CHUNK + i + k;
+}
+
+/* Bits in storage.chunks. */
+static uint64_t
+chunk_bits(const struct meta_info *info)
+{
+    return info->total_size / STORAGE_ALLOC_CHUNK + info->n_files + 1;
 }
 
 /* ---- map ------------------------------------------------------------- */
@@ -367,10 +399,11 @@ struct open_fail {
 
 /* Open file i for reading or writing.  may_create: create it (and its
  * directories) if missing, and give it its length.  Returns an fd, with
- * *ret_created, or -errno and *fail. */
+ * *ret_created and *ret_ahead (allocate ahead of the writes), or -errno
+ * and *fail. */
 static int
 file_open(struct storage *st, size_t i, bool write, bool may_create,
-          bool *ret_created, struct open_fail *fail)
+          bool *ret_created, bool *ret_ahead, struct open_fail *fail)
 {
     const struct meta_file *mf = &st->info->files[i];
     bool try2 = !(st->flags & STORAGE_NO_OPENAT2);
@@ -419,6 +452,10 @@ file_open(struct storage *st, size_t i, bool write, bool may_create,
         if (r < 0)
             goto close_fd;
     }
+    /* Allocation ahead is measured on ext4 only (storage.h). */
+    struct statfs sfs;
+    *ret_ahead = write && !(st->flags & STORAGE_PREALLOCATE) &&
+                 fstatfs(fd, &sfs) == 0 && sfs.f_type == EXT4_SUPER_MAGIC;
     *ret_created = created;
     return fd;
 
@@ -578,9 +615,9 @@ fd_acquire(struct storage *st, size_t i, enum acquire_mode mode,
     bool seen = sf->seen;
     cache_unlock();
 
-    bool created = false;
+    bool created = false, ahead = false;
     struct open_fail fail;
-    int fd = file_open(st, i, write, write && !seen, &created, &fail);
+    int fd = file_open(st, i, write, write && !seen, &created, &ahead, &fail);
     if (fd < 0)
         return record_error(st, fd, fail.file, fail.op);
     struct sfd *fresh = calloc(1, sizeof(*fresh));
@@ -590,6 +627,7 @@ fd_acquire(struct storage *st, size_t i, enum acquire_mode mode,
     }
     fresh->fd = fd;
     fresh->writable = write;
+    fresh->alloc_ahead = ahead;
     fresh->st = st;
     fresh->file = i;
     fresh->checked_ms = now_ms();
@@ -659,7 +697,9 @@ storage_open(struct storage **ret_st, const struct meta_info *info,
     st->dir = strdup(download_dir);
     /* calloc of a large table is mmap'd zero pages: no O(n) work here. */
     st->files = calloc(info->n_files ? info->n_files : 1, sizeof(*st->files));
-    if (!st->dir || !st->files) {
+    st->chunks = calloc(chunk_bits(info) / 32 + 1, sizeof(*st->chunks));
+    if (!st->dir || !st->files || !st->chunks) {
+        free(st->chunks);
         free(st->dir);
         free(st->files);
         free(st);
@@ -688,6 +728,7 @@ storage_close(struct storage *st)
     }
     cache_unlock();
     close_victims(victims);
+    free(st->chunks);
     free(st->files);
     free(st->dir);
     free(st);
@@ -745,6 +786,30 @@ iov_fill(const struct io_ctx *c, struct iovec *v, uint64_t limit)
     return n;
 }
 
+/* Allocate the chunks of e's file that span sp touches, those that no
+ * write allocated yet (storage.h, "allocated ahead").  Errors are
+ * ignored: the writes report theirs. */
+static void
+alloc_ahead(struct storage *st, struct sfd *e, const struct storage_span *sp)
+{
+    const struct meta_file *mf = &st->info->files[sp->file];
+    uint64_t k0 = sp->file_offset / STORAGE_ALLOC_CHUNK;
+    uint64_t k1 = (sp->file_offset + sp->length - 1) / STORAGE_ALLOC_CHUNK;
+    for (uint64_t k = k0; k <= k1; k++) {
+        uint64_t b = chunk_bit(st->info, sp->file, k);
+        _Atomic uint32_t *w = &st->chunks[b / 32];
+        uint32_t bit = 1u << (b % 32);
+        if ((atomic_load_explicit(w, memory_order_relaxed) & bit) ||
+            (atomic_fetch_or_explicit(w, bit, memory_order_relaxed) & bit))
+            continue;
+        uint64_t lo = k * STORAGE_ALLOC_CHUNK;
+        uint64_t n = mf->length - lo < STORAGE_ALLOC_CHUNK
+                         ? mf->length - lo
+                         : STORAGE_ALLOC_CHUNK;
+        (void)fallocate(e->fd, FALLOC_FL_KEEP_SIZE, (off_t)lo, (off_t)n);
+    }
+}
+
 static int
 span_write(void *arg, const struct storage_span *sp)
 {
@@ -757,6 +822,8 @@ span_write(void *arg, const struct storage_span *sp)
     int r = fd_acquire(c->st, sp->file, ACQ_WRITE, &e);
     if (r < 0)
         return r;
+    if (e->alloc_ahead)
+        alloc_ahead(c->st, e, sp);
     uint64_t done = 0;
     while (done < sp->length) {
         struct iovec v[STORAGE_IOV_BATCH];

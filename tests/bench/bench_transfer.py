@@ -36,13 +36,29 @@ Environment: TORRENTD_BUILD (build/default), BENCH_DIR (build/bench),
 BENCH_TRANSFER_MIB (1024), BENCH_REPEAT (3), BENCH_CLIENTS
 (torrentd,transmission,libtorrent), BENCH_TRANSFER_TIMEOUT (seconds per
 transfer; default 60 + 1 per MiB).
+Breakdowns of torrentd's CPU (off by default; they cost a little CPU of
+their own, so compare runs made with the same options):
+  BENCH_THREADS=1   per run, CPU s/GiB of the leecher and the seeder per
+                    thread kind (peer/N -> peer, verify/N -> verify ...),
+                    from /proc/PID/task/*/stat sampled every 50 ms (a
+                    thread that ends between two samples loses its last
+                    50 ms at most);
+  BENCH_PERF=DIR    `perf record -g` of the torrentd leecher (and of the
+                    seeder with BENCH_PERF_SEED=1) over each transfer,
+                    into DIR/leech-N.data (seed-N.data); read them with
+                    `perf report -i FILE --no-children --sort sym`;
+  BENCH_PERF_STAT=1 `perf stat` of the torrentd leecher over each
+                    transfer: context switches and the counts of the
+                    system calls of the data path, printed per run.
 Run: tests/bench/run transfer   (or make bench for every benchmark).
 """
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -67,6 +83,14 @@ BENCH_DIR = os.path.abspath(os.environ.get("BENCH_DIR", "build/bench"))
 # A directory per run: two benches at once must not remove each other's.
 WORK = os.path.join(BENCH_DIR, "transfer-%d" % os.getpid())
 GIB = float(1 << 30)
+THREADS = os.environ.get("BENCH_THREADS", "") not in ("", "0")
+PERF_DIR = os.environ.get("BENCH_PERF", "")
+PERF_SEED = os.environ.get("BENCH_PERF_SEED", "") not in ("", "0")
+PERF_STAT = os.environ.get("BENCH_PERF_STAT", "") not in ("", "0")
+PERF_STAT_EVENTS = ["context-switches"] + [
+    "syscalls:sys_enter_" + n for n in (
+        "recvfrom", "pwritev", "pread64", "poll", "read", "write", "sendto",
+        "fdatasync", "sync_file_range", "futex", "sched_yield", "nanosleep")]
 BOUND = int(TIMEOUT + 300)       # the life of any process we start
 
 
@@ -74,12 +98,116 @@ class HarnessError(Exception):
     pass
 
 
+class ThreadSampler:
+    """CPU seconds per thread kind of a process (BENCH_THREADS): samples
+    /proc/PID/task/*/stat every interval seconds on a thread, keeps each
+    thread's last value (threads come and go), and groups them by name
+    with a trailing "/N" cut off."""
+
+    def __init__(self, pid, interval=0.05):
+        self.pid = pid
+        self.interval = interval
+        self.base = self._read()
+        self.last = dict(self.base)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        out = {}
+        d = "/proc/%d/task" % self.pid
+        try:
+            tids = os.listdir(d)
+        except OSError:
+            return out
+        for tid in tids:
+            try:
+                with open("%s/%s/stat" % (d, tid)) as f:
+                    s = f.read()
+            except OSError:
+                continue
+            name = s[s.index("(") + 1:s.rindex(")")]
+            fields = s[s.rindex(")") + 2:].split()
+            out[(tid, name)] = (int(fields[11]) + int(fields[12])) \
+                / peers.CLK_TCK
+        return out
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.last.update(self._read())
+
+    def stop(self):
+        self.last.update(self._read())
+        self._stop.set()
+        self._t.join()
+        kinds = {}
+        for (tid, name), v in self.last.items():
+            k = name.split("/")[0] if "/" in name else name
+            kinds[k] = kinds.get(k, 0.0) + v - self.base.get((tid, name), 0.0)
+        return kinds
+
+
+class PerfRecorder:
+    """`perf record -g -p PID` until stop() (BENCH_PERF), or with stat,
+    `perf stat -x, -e PERF_STAT_EVENTS -p PID` (BENCH_PERF_STAT)."""
+
+    def __init__(self, pid, out, stat=False):
+        self.out = out
+        if stat:
+            cmd = ["perf", "stat", "-x", ",", "-o", out, "-p", str(pid),
+                   "-e", ",".join(PERF_STAT_EVENTS)]
+        else:
+            cmd = ["perf", "record", "-q", "-g", "-p", str(pid), "-o", out]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        time.sleep(0.3)   # attached before the clock starts
+
+    def counts(self):
+        """perf stat's counts once stopped: {event: count}."""
+        out = {}
+        try:
+            with open(self.out) as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) > 2 and parts[0].isdigit():
+                        out[parts[2].replace("syscalls:sys_enter_", "")] = \
+                            int(parts[0])
+        except OSError:
+            pass
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 class Measure:
     """Clock and /proc samplers around one transfer."""
 
-    def __init__(self, seed_pid, leech_pid):
+    def __init__(self, seed_pid, leech_pid, tag=None):
         self.seed = peers.ProcSampler(seed_pid)
         self.leech = peers.ProcSampler(leech_pid)
+        self.threads = None
+        self.perf = []
+        self.stat = None
+        if tag and PERF_STAT:
+            self.stat = PerfRecorder(leech_pid, os.path.join(
+                WORK, "stat-%s.txt" % tag), stat=True)
+        if tag and PERF_DIR:
+            os.makedirs(PERF_DIR, exist_ok=True)
+            self.perf.append(PerfRecorder(leech_pid, os.path.join(
+                PERF_DIR, "leech-%s.data" % tag)))
+            if PERF_SEED:
+                self.perf.append(PerfRecorder(seed_pid, os.path.join(
+                    PERF_DIR, "seed-%s.data" % tag)))
+        if tag and THREADS:
+            self.threads = (ThreadSampler(leech_pid),
+                            ThreadSampler(seed_pid))
 
     def begin(self):
         self.seed_cpu0 = self.seed.mark()
@@ -96,7 +224,18 @@ class Measure:
         seed_cpu = self.seed.stop() - self.seed_cpu0
         leech_cpu = self.leech.stop() - self.leech_cpu0
         secs = t1 - self.t0
+        threads = None
+        if self.threads:
+            threads = tuple({k: v * GIB / SIZE for k, v in t.stop().items()}
+                            for t in self.threads)
+        for p in self.perf:
+            p.stop()
+        stat = None
+        if self.stat:
+            self.stat.stop()
+            stat = self.stat.counts()
         return {
+            "threads": threads, "stat": stat,
             "ok": True, "secs": secs, "mbps": SIZE / secs / 1e6,
             "first": self.first,
             "leech_cpu": leech_cpu * GIB / SIZE,
@@ -108,6 +247,10 @@ class Measure:
     def abort(self):
         self.seed.stop()
         self.leech.stop()
+        for t in self.threads or ():
+            t.stop()
+        for p in self.perf + ([self.stat] if self.stat else []):
+            p.stop()
 
 
 def seed_dir(rundir, data):
@@ -152,7 +295,7 @@ def engine_probe():
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run_torrentd(rundir, data, tor, ih):
+def run_torrentd(rundir, data, tor, ih, tag=None):
     cfg = {"log_level": "notice"}
     seed = peers.Torrentd(rundir, "seed", config=cfg)
     leech = peers.Torrentd(rundir, "leech", config=cfg)
@@ -162,7 +305,7 @@ def run_torrentd(rundir, data, tor, ih):
         seed.add(tor, download_dir=seed_dir(rundir, data))
         seed.wait_state(ih, ("seeding",), 300)
         leech.start(bound=BOUND)
-        m = Measure(seed.pid, leech.pid)
+        m = Measure(seed.pid, leech.pid, tag)
         c = leech.daemon.connect()
         m.begin()
         c.call("torrent.add", metainfo=_b64(tor))
@@ -422,7 +565,10 @@ def main():
                 rundir = os.path.join(WORK, "%s-%d" % (c, i))
                 os.makedirs(rundir)
                 try:
-                    r = RUNNERS[c](rundir, data, tor, ih)
+                    if c == "torrentd":
+                        r = run_torrentd(rundir, data, tor, ih, str(i))
+                    else:
+                        r = RUNNERS[c](rundir, data, tor, ih)
                     results[c].append(r)
                     print("run %d %-12s %7.1f MB/s  %6.2f s  first byte "
                           "%s s  CPU/GiB leech %.2f seed %.2f  RssAnon "
@@ -431,6 +577,16 @@ def main():
                               fmt(r["first"], "%.2f"), r["leech_cpu"],
                               r["seed_cpu"], r["leech_rss"],
                               r["seed_rss"]), flush=True)
+                    for who, t in zip(("leech", "seed"),
+                                      r.get("threads") or ()):
+                        print("      %s CPU s/GiB by thread: %s" % (
+                            who, "  ".join("%s %.3f" % kv for kv in sorted(
+                                t.items(), key=lambda kv: -kv[1])
+                                if kv[1] >= 0.0005)), flush=True)
+                    if r.get("stat"):
+                        print("      leech perf stat: %s" % "  ".join(
+                            "%s %d" % kv for kv in r["stat"].items()),
+                            flush=True)
                 except Exception as e:
                     msg = "%s: %s" % (type(e).__name__, str(e)[:400])
                     results[c].append({"ok": False, "error": msg})
