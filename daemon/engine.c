@@ -83,6 +83,9 @@ struct engine_ctx {
     uint64_t seed;
     bool freeing;
     bool lsd_hooked; /* lsd_set_peer_cb done */
+    void (*stop_done)(void *arg); /* engine_ctx_stop's, until x->dying
+                                     is empty */
+    void *stop_arg;
 };
 
 struct cand {
@@ -147,6 +150,8 @@ struct engine {
     struct engine *next, *prev;
     unsigned refs; /* 1 for the torrent + peers + jobs */
     bool running, removed, seeding;
+    bool whole; /* every byte of the torrent verified ("completed" sent,
+                   or it started so) */
     uint32_t gen;
     struct pconn_torrent *ptor; /* owned reference while running */
     struct edata *ed;           /* borrowed through ptor */
@@ -202,6 +207,7 @@ static void magnet_keep_haves(struct epeer *ep, const uint32_t *pieces,
                               size_t n);
 static void magnet_forget(struct epeer *ep);
 static int magnet_switch(struct engine *e);
+static uint64_t bytes_missing(const struct torrent *t);
 static void on_lsd_peer(void *arg, const uint8_t *info_hash,
                         const struct sockaddr *addr, socklen_t len);
 
@@ -781,7 +787,12 @@ flush_after(struct session *s, struct io_job *j, int r)
         session_settle(s, t); /* seeding */
         session_completed(s, t);
         session_save_resume(s, t);
-        /* BEP 3: trackers count completed downloads from this event. */
+    }
+    /* BEP 3: trackers count completed downloads from this event: once,
+     * when the last byte of the whole torrent is verified (not when the
+     * wanted files are, nor when a complete torrent starts again). */
+    if (!e->whole && t->meta && bytes_missing(t) == 0) {
+        e->whole = true;
         if (e->ts)
             (void)tracker_set_announce(e->ts, TRACKER_EVENT_COMPLETED);
     }
@@ -1437,6 +1448,22 @@ on_peers(void *arg, const struct sockaddr_storage *addrs, size_t n)
     connect_more(e);
 }
 
+/* Bytes of the whole torrent (pad files aside), wanted or not, that are
+ * not verified yet: what trackers call "left" (a client with files
+ * skipped is no seed).  One pass over the files, once per announce. */
+static uint64_t
+bytes_missing(const struct torrent *t)
+{
+    uint64_t left = 0;
+    for (size_t i = 0; i < torrent_n_files(t); i++) {
+        const struct meta_file *f = &t->meta->files[i];
+        uint64_t have = t->file_have ? t->file_have[i] : 0;
+        if (!(f->attr & META_ATTR_PAD) && f->length > have)
+            left += f->length - have;
+    }
+    return left;
+}
+
 static void
 get_stats(void *arg, uint64_t *up, uint64_t *down, uint64_t *left)
 {
@@ -1447,9 +1474,7 @@ get_stats(void *arg, uint64_t *up, uint64_t *down, uint64_t *left)
         *left = 1; /* unknown, not zero: we are no seed */
         return;
     }
-    *left = e->t->size_wanted > e->t->have_wanted
-                ? e->t->size_wanted - e->t->have_wanted
-                : 0;
+    *left = bytes_missing(e->t);
 }
 
 /* --- the tick ------------------------------------------------------------- */
@@ -1574,6 +1599,11 @@ ts_stopped(void *arg)
         d->next->prev = d->prev;
     tracker_set_free(d->ts);
     free(d);
+    if (!x->dying && x->stop_done) {
+        void (*done)(void *) = x->stop_done;
+        x->stop_done = NULL;
+        done(x->stop_arg);
+    }
 }
 
 static void
@@ -1662,6 +1692,7 @@ e_start(struct engine *e)
     e->n_pending = 0;
     e->gen++;
     e->running = true;
+    e->whole = bytes_missing(t) == 0;
     if (m->n_tiers && (x->http || x->udp)) {
         struct tracker_set_cbs cbs = {
             .on_peers = on_peers, .get_stats = get_stats, .arg = e};
@@ -1903,7 +1934,7 @@ engine_ctx_free(struct engine_ctx *x)
 }
 
 void
-engine_ctx_stop(struct engine_ctx *x)
+engine_ctx_stop(struct engine_ctx *x, void (*done)(void *arg), void *arg)
 {
     for (struct engine *e = x->engines; e; e = e->next) {
         if (!e->running)
@@ -1914,6 +1945,14 @@ engine_ctx_stop(struct engine_ctx *x)
     }
     listen_free(x->ln);
     x->ln = NULL;
+    /* Every "stopped" (also those of torrents stopped earlier) is on its
+     * way; each set calls ts_stopped() when done or after its timeout. */
+    if (!x->dying) {
+        done(arg);
+        return;
+    }
+    x->stop_done = done;
+    x->stop_arg = arg;
 }
 
 void

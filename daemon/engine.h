@@ -69,8 +69,12 @@ void engine_ctx_quiesce(struct engine_ctx *x);
 void engine_ctx_free(struct engine_ctx *x);
 
 /* A clean stop begins: flush and record verified pieces (the io jobs come
- * before the session's own final writes), tell trackers "stopped". */
-void engine_ctx_stop(struct engine_ctx *x);
+ * before the session's own final writes), tell trackers "stopped".  done
+ * (not NULL) is called once every tracker has answered "stopped" or
+ * given up (each within 5 s): from the loop, or from this call when no
+ * tracker has anything to send. */
+void engine_ctx_stop(struct engine_ctx *x, void (*done)(void *arg),
+                     void *arg);
 
 /* Live settings changed (global rate limits). */
 void engine_ctx_config_changed(struct engine_ctx *x);

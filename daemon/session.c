@@ -1426,6 +1426,15 @@ stop_finished(struct session *s)
     done(s->stop_arg);
 }
 
+/* One of the two things a stop waits for is done. */
+static void
+stop_part_done(void *arg)
+{
+    struct session *s = arg;
+    if (s->stop_waiting > 0 && --s->stop_waiting == 0)
+        stop_finished(s);
+}
+
 static void
 stop_saved(struct session *s, struct io_job *j, int r)
 {
@@ -1434,7 +1443,7 @@ stop_saved(struct session *s, struct io_job *j, int r)
         log_err("the state could not all be saved at exit");
     else
         log_info("state saved");
-    stop_finished(s);
+    stop_part_done(s);
 }
 
 static void
@@ -1468,8 +1477,11 @@ session_stop(struct session *s, void (*done)(void *arg), void *arg)
         events_publish(s->events, o);
     }
     /* Verified pieces first: flushed, then recorded, before the final
-     * resume records below (the io worker keeps the order). */
-    engine_ctx_stop(s->engine);
+     * resume records below (the io worker keeps the order).  The stop
+     * ends when the state is saved and the trackers were told
+     * "stopped" (bounded by the tracker sets' own timeout). */
+    s->stop_waiting = 2;
+    engine_ctx_stop(s->engine, stop_part_done, s);
     for (size_t i = 0; i < s->n; i++) {
         struct torrent *t = s->v[i];
         if (t->check)

@@ -68,6 +68,7 @@ struct session {
     void (*stop_done)(void *arg);
     void *stop_arg;
     ev_timer stop_timer;
+    unsigned stop_waiting; /* the final io job, the trackers' "stopped" */
 
     struct watch *watch; /* owned, or NULL */
     struct engine_ctx *engine; /* owned: peers, trackers, hashing */

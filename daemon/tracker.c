@@ -13,6 +13,7 @@
 #include <ev.h>
 #include <json-c/json.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -57,6 +58,8 @@ struct trk_entry {
     enum trk_status status;
     bool started_sent;          /* told "started", not yet "stopped" */
     enum tracker_event event;   /* of the request in flight */
+    bool sent_complete;         /* that request was made while
+                                   completed_pending (it said left=0) */
     struct trk_http_req *hreq;  /* in flight, or NULL */
     struct trk_udp_req *ureq;
     bool scraping;              /* hreq/ureq is a scrape */
@@ -78,6 +81,9 @@ struct tracker_set {
     struct tracker_set_cbs cbs;
     uint8_t info_hash[TRACKER_HASH_LEN];
     uint32_t key;
+    /* The torrent's counters at the last STARTED: announces report what
+     * was moved since (see tracker.h). */
+    uint64_t base_up, base_down;
     struct trk_entry **trk;     /* owned, in tier order */
     size_t n;
     size_t *tier_start;         /* owned: n_tiers + 1 entries */
@@ -133,6 +139,38 @@ random_u32(void)
     if (RAND_bytes((unsigned char *)&v, sizeof(v)) != 1)
         v = (uint32_t)rand();
     return v;
+}
+
+/* The "key" of an info-hash: the same for the whole run of the daemon (a
+ * torrent stopped and started again gets a new set, not a new key, as in
+ * Transmission and libtorrent), different per torrent, and not derived
+ * from anything peers or trackers see (it proves who we are when our
+ * address changes): SHA-1 of a random secret of this process and the
+ * info-hash.  The secret is reactor-only state, made on first use. */
+static uint32_t
+announce_key(const uint8_t info_hash[TRACKER_HASH_LEN])
+{
+    static uint8_t secret[16];
+    static bool have_secret;
+    uint8_t in[sizeof(secret) + TRACKER_HASH_LEN];
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+
+    if (!have_secret) {
+        if (RAND_bytes(secret, sizeof(secret)) != 1)
+            for (size_t i = 0; i < sizeof(secret); i += 4) {
+                uint32_t v = (uint32_t)rand();
+                memcpy(secret + i, &v, 4);
+            }
+        have_secret = true;
+    }
+    memcpy(in, secret, sizeof(secret));
+    memcpy(in + sizeof(secret), info_hash, TRACKER_HASH_LEN);
+    if (EVP_Digest(in, sizeof(in), md, &md_len, EVP_sha1(), NULL) != 1 ||
+        md_len < 4)
+        return random_u32();
+    return (uint32_t)md[0] << 24 | (uint32_t)md[1] << 16 |
+           (uint32_t)md[2] << 8 | md[3];
 }
 
 static void
@@ -197,9 +235,15 @@ fill_req(const struct tracker_set *ts, const struct trk_entry *e,
     memcpy(req->info_hash, ts->info_hash, TRACKER_HASH_LEN);
     memcpy(req->peer_id, ts->cfg.peer_id, TRACKER_PEER_ID_LEN);
     req->port = ts->cfg.port;
-    if (ts->cbs.get_stats)
+    if (ts->cbs.get_stats) {
         ts->cbs.get_stats(ts->cbs.arg, &req->uploaded, &req->downloaded,
                           &req->left);
+        /* Since "started" (what mature clients send), not all-time. */
+        req->uploaded = req->uploaded > ts->base_up
+                            ? req->uploaded - ts->base_up : 0;
+        req->downloaded = req->downloaded > ts->base_down
+                              ? req->downloaded - ts->base_down : 0;
+    }
     req->event = ev;
     req->numwant = ev == TRACKER_EVENT_STOPPED ? 0 : ts->cfg.numwant;
     req->key = ts->key;
@@ -301,8 +345,11 @@ announce_ok(struct trk_entry *e, const struct tracker_announce_resp *a)
     e->peers_total += a->n_peers;
     if (e->event == TRACKER_EVENT_STARTED)
         e->started_sent = true;
+    /* A "started" made after the download ended said left=0: the tracker
+     * knows.  One made before (still in flight when it ended) did not:
+     * "completed" still goes. */
     if (e->event == TRACKER_EVENT_COMPLETED ||
-        (e->event == TRACKER_EVENT_STARTED && ts->completed_pending))
+        (e->event == TRACKER_EVENT_STARTED && e->sent_complete))
         ts->completed_pending = false;
     move_to_front(ts, e);
 
@@ -385,6 +432,7 @@ send_announce(struct trk_entry *e, enum tracker_event ev, unsigned tries,
 
     fill_req(ts, e, ev, &req);
     e->event = ev;
+    e->sent_complete = ts->completed_pending;
     if (e->kind == KIND_HTTP) {
         if (!ts->cfg.http) {
             *why = "HTTP trackers are disabled";
@@ -589,8 +637,15 @@ tracker_set_stop(struct tracker_set *ts, double timeout,
     ev_timer_stop(ts->cfg.loop, &ts->stop_timer);
     ts->next_announce = 0;
     ts->stop_pending = 0;
-    for (size_t i = 0; i < ts->n; i++)
-        entry_cancel(ts->trk[i]);
+    for (size_t i = 0; i < ts->n; i++) {
+        struct trk_entry *e = ts->trk[i];
+        /* A "started" without its answer yet may well have been counted
+         * by the tracker: it gets "stopped" too. */
+        if ((e->hreq || e->ureq) && !e->scraping &&
+            e->event == TRACKER_EVENT_STARTED)
+            e->started_sent = true;
+        entry_cancel(e);
+    }
     ts->stop_done = done;
     ts->stop_arg = arg;
 
@@ -772,7 +827,7 @@ tracker_set_new(struct tracker_set **ret, const struct tracker_set_config *cfg,
         ts->cfg.retry_max = ts->cfg.retry_min > TRACKER_SET_RETRY_MAX
                                 ? ts->cfg.retry_min : TRACKER_SET_RETRY_MAX;
     memcpy(ts->info_hash, info_hash, TRACKER_HASH_LEN);
-    ts->key = random_u32();
+    ts->key = announce_key(info_hash);
     ev_timer_init(&ts->timer, timer_cb, 0., 0.);
     ts->timer.data = ts;
     ev_timer_init(&ts->stop_timer, stop_timer_cb, 0., 0.);
@@ -847,6 +902,14 @@ tracker_set_announce(struct tracker_set *ts, enum tracker_event event)
                 entry_cancel(ts->trk[i]);
             ts->stop_pending = 0;
             ts->stop_done = NULL;
+        }
+        if (!ts->running) {
+            /* A new announce session: counters from zero. */
+            uint64_t left;
+            ts->base_up = ts->base_down = 0;
+            if (ts->cbs.get_stats)
+                ts->cbs.get_stats(ts->cbs.arg, &ts->base_up,
+                                  &ts->base_down, &left);
         }
         ts->running = true;
         round_start(ts);

@@ -15,10 +15,20 @@
  * starts when the first back-off ends.
  *
  * Events: "started" goes to a tracker the first time it is announced to
- * after tracker_set_announce(ts, TRACKER_EVENT_STARTED); "completed" goes
- * with the next announce after tracker_set_announce(ts, COMPLETED);
- * "stopped" goes to every tracker that was told "started", by
+ * after tracker_set_announce(ts, TRACKER_EVENT_STARTED) (again after a
+ * failure: a tracker that refused never counted us); "completed" goes
+ * with the next announce after tracker_set_announce(ts, COMPLETED),
+ * unless that announce is the tracker's "started" made after the
+ * download ended (left=0 says it); "stopped" goes to every tracker that
+ * was told "started" (or has a "started" in flight), by
  * tracker_set_stop().
+ *
+ * Numbers: uploaded and downloaded are what get_stats() reports minus
+ * what it reported at the STARTED that began this announce session
+ * (what mature clients send: amounts since "started"); left is
+ * get_stats()'s as it is.  The key is the same for an info-hash during
+ * the whole run of the process (a new set of the same torrent keeps it),
+ * derived from a per-process random secret.
  *
  * Failure and warning messages, counts and times are kept per tracker and
  * shown by tracker_set_to_json() (the result of torrent.trackers).
@@ -56,7 +66,9 @@ struct tracker_set_cbs {
      * borrowed for the call.  Must not free the set. */
     void (*on_peers)(void *arg, const struct sockaddr_storage *addrs,
                      size_t n);
-    /* The torrent's counters for the next announce. */
+    /* The torrent's counters for the next announce: payload bytes
+     * (all-time totals are fine: the set reports the difference since
+     * STARTED) and bytes missing of the whole torrent. */
     void (*get_stats)(void *arg, uint64_t *uploaded, uint64_t *downloaded,
                       uint64_t *left);
     void *arg;

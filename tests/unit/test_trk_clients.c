@@ -4,7 +4,10 @@
  * announce carries, peers coming back, failure reasons, body caps,
  * timeouts and retransmission with a short base, cancellation, name
  * resolution off the reactor, BEP 12 tiers falling through and moving the
- * tracker that answered to the front, and "stopped" on stop.
+ * tracker that answered to the front, and "stopped" on stop; an announce
+ * session: counters since "started", "completed" after a "started" that
+ * was still unanswered when the download ended, "stopped" to a tracker
+ * whose "started" is unanswered, a key stable per info-hash.
  *
  * Every stub serves loopback only and stops within 50 ms of being told;
  * every loop run has a guard timer. */
@@ -52,6 +55,7 @@ struct http_stub {
     const char *body;
     size_t body_len;
     const char *scrape_body; /* for "GET /scrape", or NULL */
+    int delay_ms;           /* before each answer */
     pthread_mutex_t lock;   /* guards what follows */
     int n_reqs;
     char last_req[4096];
@@ -121,6 +125,8 @@ http_serve(struct http_stub *s, int c, const struct sockaddr_in *peer)
     }
     pthread_mutex_unlock(&s->lock);
 
+    if (s->delay_ms > 0)
+        (void)poll(NULL, 0, s->delay_ms);
     if (s->mode == HTTP_HANG) {
         while (!atomic_load(&s->stop)) {
             struct pollfd p = {.fd = c, .events = POLLIN};
@@ -908,6 +914,7 @@ struct set_ctx {
     uint16_t first_port;
     int done_calls;
     bool break_on_peers;
+    uint64_t up, down, left; /* what get_stats reports */
 };
 
 static void
@@ -934,10 +941,10 @@ on_peers(void *arg, const struct sockaddr_storage *addrs, size_t n)
 static void
 get_stats(void *arg, uint64_t *up, uint64_t *down, uint64_t *left)
 {
-    (void)arg;
-    *up = 10;
-    *down = 20;
-    *left = 30;
+    const struct set_ctx *c = arg;
+    *up = c->up;
+    *down = c->down;
+    *left = c->left;
 }
 
 static void
@@ -1005,7 +1012,9 @@ test_set_tiers(void **state)
     char *t2[] = {u_good};
     struct meta_tier tiers[] = {{t0, 1}, {t1, 2}, {NULL, 0}, {t2, 1}};
 
-    struct set_ctx ctx = {.loop = loop, .break_on_peers = true};
+    /* All-time counters of a torrent that ran before. */
+    struct set_ctx ctx = {.loop = loop, .break_on_peers = true,
+                          .up = 10, .down = 20, .left = 30};
     struct tracker_set_config cfg = {
         .loop = loop, .http = h, .udp = u, .port = 51413,
         .interval_floor = 0.2, .retry_min = 10, .http_timeout_ms = 2000,
@@ -1035,7 +1044,8 @@ test_set_tiers(void **state)
     const char *q = good.last_req;
     assert_non_null(strstr(q, "info_hash=BBBBBBBBBBBBBBBBBBBB&"));
     assert_non_null(strstr(q, "&peer_id=-TD0100-xxxxxxxxxxxx&"));
-    assert_non_null(strstr(q, "&port=51413&uploaded=10&downloaded=20"
+    /* Counters since "started": none yet. */
+    assert_non_null(strstr(q, "&port=51413&uploaded=0&downloaded=0"
                               "&left=30&compact=1&event=started"
                               "&numwant=200&key="));
     pthread_mutex_unlock(&good.lock);
@@ -1078,12 +1088,17 @@ test_set_tiers(void **state)
     pthread_mutex_unlock(&good.lock);
     assert_int_equal(udp_count(&silent, &silent.n_packets), 2);
 
-    /* completed. */
+    /* completed, with what moved since "started". */
+    ctx.up = 110;
+    ctx.down = 230;
+    ctx.left = 0;
     assert_int_equal(tracker_set_announce(ts, TRACKER_EVENT_COMPLETED), 0);
     run(loop, GUARD);
     assert_int_equal(ctx.peer_calls, 3);
     pthread_mutex_lock(&good.lock);
-    assert_non_null(strstr(good.last_req, "&event=completed&"));
+    assert_non_null(strstr(good.last_req, "&uploaded=100&downloaded=210"
+                                          "&left=0&compact=1"
+                                          "&event=completed&"));
     pthread_mutex_unlock(&good.lock);
 
     /* Scrape (BEP 48 URL): the good tracker's stub answers its canned
@@ -1337,6 +1352,108 @@ test_set_all_fail(void **state)
     http_stop(&refusing);
 }
 
+/* The key of the last request (8 hex digits) into out[9]. */
+static void
+last_key(struct http_stub *s, char out[9])
+{
+    pthread_mutex_lock(&s->lock);
+    const char *k = strstr(s->last_req, "&key=");
+    assert_non_null(k);
+    memcpy(out, k + 5, 8);
+    out[8] = '\0';
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void
+test_set_session(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = new_loop();
+    struct trk_http *h;
+    assert_int_equal(trk_http_new(&h, loop), 0);
+    struct http_stub s;
+    http_start(&s, HTTP_REPLY, 200, GOOD_BODY);
+    s.body_len = sizeof(GOOD_BODY) - 1;
+    s.delay_ms = 300;
+    char a[64];
+    (void)snprintf(a, sizeof(a), "http://127.0.0.1:%u/announce", s.port);
+    char *t0[] = {a};
+    struct meta_tier tiers[] = {{t0, 1}};
+    struct set_ctx ctx = {.loop = loop, .break_on_peers = true,
+                          .up = 1000, .down = 2000, .left = 500};
+    struct tracker_set_config cfg = {.loop = loop, .http = h, .port = 1,
+                                     .interval_floor = 30};
+    struct tracker_set_cbs cbs = {on_peers, get_stats, &ctx};
+    uint8_t ih[20], ih2[20];
+    memset(ih, 'B', sizeof(ih));
+    memset(ih2, 'C', sizeof(ih2));
+    struct tracker_set *ts;
+    char key1[9], key2[9], key3[9];
+
+    /* The download ends while "started" (left=500) is unanswered:
+     * "completed" follows it. */
+    assert_int_equal(tracker_set_new(&ts, &cfg, tiers, 1, ih, &cbs), 0);
+    assert_int_equal(tracker_set_announce(ts, TRACKER_EVENT_STARTED), 0);
+    run(loop, 0.1);
+    ctx.down = 2500;
+    ctx.left = 0;
+    assert_int_equal(tracker_set_announce(ts, TRACKER_EVENT_COMPLETED), 0);
+    run(loop, GUARD);
+    run(loop, GUARD);
+    assert_int_equal(ctx.peer_calls, 2);
+    pthread_mutex_lock(&s.lock);
+    assert_string_equal(s.all_events, "event=started;event=completed;");
+    assert_non_null(strstr(s.last_req, "&uploaded=0&downloaded=500"
+                                       "&left=0&"));
+    pthread_mutex_unlock(&s.lock);
+    last_key(&s, key1);
+
+    /* Stopped while a "started" is in flight (stopped, then started
+     * again at once): the tracker may have counted it, so it is told
+     * "stopped" too. */
+    tracker_set_stop(ts, 2.0, on_done, &ctx);
+    run(loop, GUARD);
+    assert_int_equal(ctx.done_calls, 1);
+    ctx.up = 1100;
+    assert_int_equal(tracker_set_announce(ts, TRACKER_EVENT_STARTED), 0);
+    run(loop, 0.1);
+    pthread_mutex_lock(&s.lock);
+    assert_int_equal(s.n_reqs, 4);
+    /* A new announce session: counters from zero again. */
+    assert_non_null(strstr(s.last_req, "&uploaded=0&downloaded=0&left=0&"));
+    pthread_mutex_unlock(&s.lock);
+    last_key(&s, key2);
+    tracker_set_stop(ts, 2.0, on_done, &ctx);
+    run(loop, GUARD);
+    assert_int_equal(ctx.done_calls, 2);
+    pthread_mutex_lock(&s.lock);
+    assert_string_equal(s.all_events,
+                        "event=started;event=completed;event=stopped;"
+                        "event=started;event=stopped;");
+    pthread_mutex_unlock(&s.lock);
+    tracker_set_free(ts);
+
+    /* The key: the same for the torrent through the process (a new set
+     * too), another for another torrent. */
+    assert_string_equal(key1, key2);
+    assert_int_equal(tracker_set_new(&ts, &cfg, tiers, 1, ih, &cbs), 0);
+    assert_int_equal(tracker_set_announce(ts, TRACKER_EVENT_STARTED), 0);
+    run(loop, GUARD);
+    last_key(&s, key3);
+    assert_string_equal(key1, key3);
+    tracker_set_free(ts);
+    assert_int_equal(tracker_set_new(&ts, &cfg, tiers, 1, ih2, &cbs), 0);
+    assert_int_equal(tracker_set_announce(ts, TRACKER_EVENT_STARTED), 0);
+    run(loop, GUARD);
+    last_key(&s, key3);
+    assert_string_not_equal(key1, key3);
+    tracker_set_free(ts);
+
+    trk_http_free(h);
+    ev_loop_destroy(loop);
+    http_stop(&s);
+}
+
 int
 main(void)
 {
@@ -1357,6 +1474,7 @@ main(void)
         cmocka_unit_test(test_set_front_of_tier),
         cmocka_unit_test(test_set_min_interval),
         cmocka_unit_test(test_set_all_fail),
+        cmocka_unit_test(test_set_session),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
