@@ -76,6 +76,7 @@ int ctl_cmd_start(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_stop(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_remove(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv);
+int ctl_cmd_move(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_files(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_peers(struct ctl_ctx *ctx, int argc, char **argv);
 int ctl_cmd_trackers(struct ctl_ctx *ctx, int argc, char **argv);

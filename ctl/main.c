@@ -26,6 +26,8 @@ static const struct ctl_cmd cmd_table[] = {
     { "remove", ctl_cmd_remove, "ID [--delete-data]",
       "remove a torrent (and its data with --delete-data)" },
     { "verify", ctl_cmd_verify, "ID", "check a torrent's data again" },
+    { "move", ctl_cmd_move, "ID DIR [--no-move]",
+      "move a torrent's data to DIR (--no-move: it is there already)" },
     { "files", ctl_cmd_files, "ID", "list a torrent's files" },
     { "peers", ctl_cmd_peers, "ID", "list a torrent's peers" },
     { "trackers", ctl_cmd_trackers, "ID", "list a torrent's trackers" },

@@ -141,6 +141,7 @@ struct cmd_opts {
     const char *fields;
     bool paused;
     bool delete_data;
+    bool no_move;
 };
 
 enum {
@@ -150,6 +151,7 @@ enum {
     OPT_JSON = 0x100,
     OPT_DELETE_DATA,
     OPT_FIELDS,
+    OPT_NO_MOVE,
 };
 
 /* Parse the options every daemon command shares (--help, --json) plus
@@ -188,6 +190,9 @@ parse_opts(struct ctl_ctx *ctx, int argc, char **argv, const char *shortopts,
             break;
         case OPT_FIELDS:
             o->fields = optarg;
+            break;
+        case OPT_NO_MOVE:
+            o->no_move = true;
             break;
         default:
             return ctl_option_error(ctx, c, argv);
@@ -628,6 +633,14 @@ info_human(struct ctl_ctx *ctx, struct json_object *result, const char *arg)
     printf("%s\n", ctl_style(o, CTL_STYLE_RESET));
     if (err && *err)
         kv("error:", err);
+    if (ctl_jhas(t, "stop_reason")) {
+        const char *why = ctl_jstr(t, "stop_reason", "?");
+        (void)snprintf(line, sizeof(line), "its seed %s limit",
+                       strcmp(why, "ratio") == 0  ? "ratio"
+                       : strcmp(why, "idle") == 0 ? "idle"
+                                                  : "?");
+        kv("stopped by:", line);
+    }
     ctl_fmt_percent(a, ctl_jdouble(t, "progress", 0));
     ctl_human_size(b, (uint64_t)ctl_jint(t, "have_bytes", 0));
     ctl_human_size(c, (uint64_t)ctl_jint(t, "size_bytes", 0));
@@ -670,12 +683,27 @@ info_human(struct ctl_ctx *ctx, struct json_object *result, const char *arg)
             ctl_fmt_rate(b, (uint64_t)ul);
         else
             (void)snprintf(b, sizeof(b), "none");
-        if (ctl_jhas(t, "ratio_limit"))
+        /* Seed limits: 0 is none for this torrent, null the daemon's. */
+        if (!ctl_jhas(t, "ratio_limit"))
+            (void)snprintf(c, sizeof(c), "the daemon's");
+        else if (ctl_jdouble(t, "ratio_limit", 0) > 0)
             (void)snprintf(c, sizeof(c), "%.2f",
                            ctl_jdouble(t, "ratio_limit", 0));
         else
-            (void)snprintf(c, sizeof(c), "the daemon's");
+            (void)snprintf(c, sizeof(c), "none");
         (void)snprintf(line, sizeof(line), "down %s, up %s, ratio %s", a, b, c);
+        if (!ctl_jhas(t, "idle_limit"))
+            (void)snprintf(c, sizeof(c), "the daemon's");
+        else if (ctl_jdouble(t, "idle_limit", 0) > 0)
+            (void)snprintf(c, sizeof(c), "%g min",
+                           ctl_jdouble(t, "idle_limit", 0));
+        else
+            (void)snprintf(c, sizeof(c), "none");
+        (void)snprintf(line + strlen(line), sizeof(line) - strlen(line),
+                       ", idle %s%s", c,
+                       json_object_get_boolean(jget(t, "seed_limit_override"))
+                           ? " (seed limits off: started by hand)"
+                           : "");
         kv("limits:", line);
     }
     ctl_fmt_time(a, ctl_jint(t, "added_at", 0));
@@ -846,6 +874,87 @@ ctl_cmd_verify(struct ctl_ctx *ctx, int argc, char **argv)
                        verify_human);
 }
 
+/* --- move --- */
+
+static int
+moved_human(struct ctl_ctx *ctx, struct json_object *r, const char *arg)
+{
+    (void)ctx;
+    printf("moved ");
+    if (r && json_object_is_type(r, json_type_object) &&
+        (ctl_jhas(r, "name") || ctl_jhas(r, "info_hash")))
+        print_torrent_name(r, arg);
+    else
+        ctl_fputs_safe(arg, stdout);
+    printf(" to ");
+    ctl_fputs_safe(ctl_jstr(r, "download_dir", "?"), stdout);
+    putchar('\n');
+    return CTL_EXIT_OK;
+}
+
+static int
+relocated_human(struct ctl_ctx *ctx, struct json_object *r, const char *arg)
+{
+    (void)ctx;
+    printf("looking for ");
+    if (r && json_object_is_type(r, json_type_object) &&
+        (ctl_jhas(r, "name") || ctl_jhas(r, "info_hash")))
+        print_torrent_name(r, arg);
+    else
+        ctl_fputs_safe(arg, stdout);
+    printf(" in ");
+    ctl_fputs_safe(ctl_jstr(r, "download_dir", "?"), stdout);
+    putchar('\n');
+    return CTL_EXIT_OK;
+}
+
+/* torrentctl move ID DIR [--no-move]: torrent.move; the answer comes once
+ * the files are there (a long copy: see TORRENTCTL_TIMEOUT). */
+int
+ctl_cmd_move(struct ctl_ctx *ctx, int argc, char **argv)
+{
+    static const struct option extra[] = {
+        {"no-move", no_argument, NULL, OPT_NO_MOVE}, {NULL, 0, NULL, 0}};
+    struct cmd_opts o = {0};
+    struct json_object *params, *v;
+    char *dir;
+    int r;
+
+    r = parse_opts(ctx, argc, argv, ":h", extra, &o);
+    if (r >= 0)
+        return r;
+    if (optind + 2 != argc)
+        return ctl_usage_error(ctx, optind + 2 > argc
+                                        ? "name a torrent and a directory"
+                                        : "too many arguments");
+    dir = absolute_dir(argv[optind + 1]);
+    if (!dir) {
+        ctl_err("cannot make '%s' an absolute path: %s", argv[optind + 1],
+                strerror(errno));
+        return CTL_EXIT_FAILURE;
+    }
+    params = params_for(argv[optind]);
+    if (!params) {
+        free(dir);
+        return CTL_EXIT_FAILURE;
+    }
+    v = json_object_new_string(dir);
+    free(dir);
+    if (!v || json_object_object_add(params, "download_dir", v) < 0) {
+        json_object_put(v);
+        json_object_put(params);
+        return oom();
+    }
+    if (json_object_object_add(params, "move",
+                               json_object_new_boolean(!o.no_move)) < 0) {
+        json_object_put(params);
+        return oom();
+    }
+    return call_and_print(ctx, CTL_ACCESS_WRITE, "torrent.move", params,
+                          o.no_move ? relocated_human : moved_human,
+                          argv[optind]);
+}
+
 /* --- files, peers, trackers: tables of objects --- */
 
 enum col_kind {
@@ -990,6 +1099,7 @@ peers_human(struct ctl_ctx *ctx, struct json_object *result, const char *arg)
         {"DOWN", {"download_rate", NULL, NULL}, COL_RATE},
         {"UP", {"upload_rate", NULL, NULL}, COL_RATE},
         {"FLAGS", {"flags", NULL, NULL}, COL_STR},
+        {"ENC", {"encryption", NULL, NULL}, COL_STR},
     };
 
     (void)ctx;

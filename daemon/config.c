@@ -73,6 +73,17 @@ static const struct config_key config_table[] = {
      0, 1024 * GIB, "bytes/s for all uploads; 0 = no limit"},
     {"upload_slots", CONFIG_UINT, CONFIG_LIVE, OFF(upload_slots), "4", 1, 100,
      "peers each torrent unchokes by tit-for-tat, besides one optimistic"},
+    {"seed_ratio_limit", CONFIG_DECIMAL, CONFIG_LIVE, OFF(seed_ratio_limit),
+     "0", 0, 1000000000,
+     "share ratio at which a seeding torrent stops, e.g. 2.0; 0 = none"},
+    {"seed_idle_limit", CONFIG_DECIMAL, CONFIG_LIVE, OFF(seed_idle_limit), "0",
+     0, 525600000,
+     "minutes (fractions allowed) a seeding torrent may upload nothing "
+     "before it stops; 0 = none"},
+    {"encryption", CONFIG_ENCRYPTION, CONFIG_RESTART, OFF(encryption),
+     "prefer", 0, 0,
+     "peer connections: prefer (MSE with RC4, plaintext accepted), require "
+     "(RC4 only) or off (plaintext only)"},
     {"watch_dir", CONFIG_PATH, CONFIG_LIVE, OFF(watch_dir), "", 0, 0,
      "directory whose new .torrent files are added; empty for none"},
     {"watch_interval", CONFIG_UINT, CONFIG_LIVE, OFF(watch_interval), "5", 1,
@@ -261,6 +272,56 @@ parse_uint(const char *v, uint64_t *ret, const char **reterr_why)
         return -EINVAL;
     }
     *ret = n * mult;
+    return 0;
+}
+
+/* A decimal with at most three places, as thousandths: "2" -> 2000,
+ * "0.05" -> 50; "" -> 0 (no limit). */
+static int
+parse_decimal(const char *v, uint64_t *ret, const char **reterr_why)
+{
+    uint64_t n = 0;
+    const char *p = v;
+    if (*p == '\0') {
+        *ret = 0;
+        return 0;
+    }
+    if (!isdigit((unsigned char)*p)) {
+        *reterr_why = "not a number (e.g. 2 or 1.5)";
+        return -EINVAL;
+    }
+    for (; isdigit((unsigned char)*p); p++) {
+        if (n > UINT64_MAX / 100000) {
+            *reterr_why = "number too large";
+            return -EINVAL;
+        }
+        n = n * 10 + (unsigned)(*p - '0');
+    }
+    n *= 1000;
+    if (*p == '.') {
+        p++;
+        uint64_t scale = 100;
+        if (!isdigit((unsigned char)*p)) {
+            *reterr_why = "not a number (e.g. 2 or 1.5)";
+            return -EINVAL;
+        }
+        for (; isdigit((unsigned char)*p); p++) {
+            if (scale == 0) {
+                if (*p != '0') {
+                    *reterr_why = "at most three decimal places";
+                    return -EINVAL;
+                }
+                continue;
+            }
+            n += (unsigned)(*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+    if (*p != '\0') {
+        *reterr_why = "not a number (e.g. 2 or 1.5)";
+        return -EINVAL;
+    }
+    *ret = n;
     return 0;
 }
 
@@ -532,6 +593,34 @@ key_set(struct config *c, const struct config_key *k, const char *v,
         *field_uint(c, k) = n;
         return 0;
     }
+    case CONFIG_DECIMAL: {
+        uint64_t n;
+        if (parse_decimal(v, &n, &why) < 0)
+            goto bad;
+        if (n < k->min || n > k->max) {
+            error_set(reterr,
+                      "bad value '%s' for %s: must be between %" PRIu64
+                      ".%03u and %" PRIu64 ".%03u",
+                      quote(q, sizeof(q), v, strlen(v)), k->name,
+                      k->min / 1000, (unsigned)(k->min % 1000), k->max / 1000,
+                      (unsigned)(k->max % 1000));
+            return -EINVAL;
+        }
+        *field_uint(c, k) = n;
+        return 0;
+    }
+    case CONFIG_ENCRYPTION:
+        if (strcmp(v, "prefer") == 0) {
+            *field_int(c, k) = CONFIG_ENC_PREFER;
+        } else if (strcmp(v, "require") == 0) {
+            *field_int(c, k) = CONFIG_ENC_REQUIRE;
+        } else if (strcmp(v, "off") == 0) {
+            *field_int(c, k) = CONFIG_ENC_OFF;
+        } else {
+            why = "expected prefer, require or off";
+            goto bad;
+        }
+        return 0;
     case CONFIG_LOGLEVEL:
         r = log_level_from_string(v);
         if (r < 0) {
@@ -677,9 +766,10 @@ config_copy_key(struct config *dst, const struct config *src,
         return 0;
     }
     /* A scalar: copy its bytes.  The field's size follows from its type. */
-    size_t size = key->type == CONFIG_BOOL   ? sizeof(bool)
-                  : key->type == CONFIG_UINT ? sizeof(uint64_t)
-                                             : sizeof(int);
+    size_t size = key->type == CONFIG_BOOL ? sizeof(bool)
+                  : key->type == CONFIG_UINT || key->type == CONFIG_DECIMAL
+                      ? sizeof(uint64_t)
+                      : sizeof(int);
     memcpy((char *)dst + key->offset, (const char *)src + key->offset, size);
     return 0;
 }
@@ -706,9 +796,10 @@ config_key_equal(const struct config *a, const struct config *b,
 {
     if (key_is_string(key))
         return strcmp(field_cstr(a, key), field_cstr(b, key)) == 0;
-    size_t size = key->type == CONFIG_BOOL   ? sizeof(bool)
-                  : key->type == CONFIG_UINT ? sizeof(uint64_t)
-                                             : sizeof(int);
+    size_t size = key->type == CONFIG_BOOL ? sizeof(bool)
+                  : key->type == CONFIG_UINT || key->type == CONFIG_DECIMAL
+                      ? sizeof(uint64_t)
+                      : sizeof(int);
     return memcmp((const char *)a + key->offset, (const char *)b + key->offset,
                   size) == 0;
 }
@@ -736,10 +827,27 @@ config_get(const struct config *c, const char *key, struct buf *out)
         memcpy(&n, base, sizeof(n));
         return buf_printf(out, "%" PRIu64, n);
     }
+    case CONFIG_DECIMAL: {
+        uint64_t n;
+        memcpy(&n, base, sizeof(n));
+        /* The shortest form: "2", "1.5", "0.05". */
+        char frac[5];
+        int len = snprintf(frac, sizeof(frac), ".%03u", (unsigned)(n % 1000));
+        while (len > 1 && frac[len - 1] == '0')
+            frac[--len] = '\0';
+        return buf_printf(out, "%" PRIu64 "%s", n / 1000, len > 1 ? frac : "");
+    }
     case CONFIG_LOGLEVEL: {
         int l;
         memcpy(&l, base, sizeof(l));
         return buf_puts(out, log_level_to_string((enum log_level)l));
+    }
+    case CONFIG_ENCRYPTION: {
+        int e;
+        memcpy(&e, base, sizeof(e));
+        return buf_puts(out, e == CONFIG_ENC_REQUIRE ? "require"
+                             : e == CONFIG_ENC_OFF   ? "off"
+                                                     : "prefer");
     }
     case CONFIG_TYPE_MAX:
         break;

@@ -31,12 +31,24 @@ enum config_type {
                         key whose default is "" (off) */
     CONFIG_ADDRLIST, /* char *: comma-separated host:port, may be "" */
     CONFIG_LOGLEVEL, /* int: enum log_level */
+    CONFIG_ENCRYPTION, /* int: enum config_encryption */
+    CONFIG_DECIMAL,    /* uint64_t thousandths: "2", "1.5", "0.05" (at most
+                          three decimals), "" = 0; bounded by min/max, in
+                          thousandths */
     CONFIG_TYPE_MAX
 };
 
 enum config_apply {
     CONFIG_LIVE,    /* applied at run time (SIGHUP, session.set) */
     CONFIG_RESTART, /* takes effect at the next start */
+};
+
+/* The key "encryption" (peer connections, MSE: daemon/peerconn.h). */
+enum config_encryption {
+    CONFIG_ENC_OFF = 0,     /* "off": plaintext only, MSE refused */
+    CONFIG_ENC_PREFER = 1,  /* "prefer": MSE with RC4 out, plaintext
+                             * fallback; both accepted in */
+    CONFIG_ENC_REQUIRE = 2, /* "require": RC4 only, both ways */
 };
 
 struct config {
@@ -54,6 +66,7 @@ struct config {
     uint64_t download_rate_limit;  /* bytes/s, 0 = none */
     uint64_t upload_rate_limit;    /* bytes/s, 0 = none */
     uint64_t upload_slots;         /* peers unchoked per torrent */
+    int encryption;                /* enum config_encryption */
     char *watch_dir;               /* "" = off */
     uint64_t watch_interval;       /* seconds, the polling fallback */
     char *on_complete;             /* "" = none; a program, no shell */
@@ -63,6 +76,8 @@ struct config {
     char *tracker_allowlist;       /* "" = every info-hash */
     uint64_t tracker_max_peers;    /* peers the tracker keeps, in all */
     bool tracker_dht;              /* unknown swarms looked up in the DHT */
+    uint64_t seed_ratio_limit;     /* thousandths of a ratio, 0 = none */
+    uint64_t seed_idle_limit;      /* thousandths of a minute, 0 = none */
     int log_level;                 /* enum log_level */
 };
 

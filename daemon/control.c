@@ -85,7 +85,9 @@
 #define CONTROL_KEEP_BUFFER (64u << 10)
 #define CONTROL_REFUSE_LOG_INTERVAL 10.0 /* s between "refused" info lines */
 
-#define CONTROL_API_VERSION "1.1.0" /* 1.1: torrent.progress, "*" */
+/* 1.1: torrent.progress, "*"; 1.2: seed limits, torrent.move, the
+ * peers' "encryption". */
+#define CONTROL_API_VERSION "1.2.0"
 #define CONTROL_READ_ONLY_MESSAGE                                              \
     "permission denied: the status socket is read-only; use the control "      \
     "socket"

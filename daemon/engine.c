@@ -142,6 +142,7 @@ struct edata {
     struct rate_bucket up, down;
     struct storage *st;
     struct torrent *t; /* a job reference: meta stays while storage does */
+    struct session *s; /* borrowed: told when t's last storage closes */
 };
 
 struct engine {
@@ -172,6 +173,9 @@ struct engine {
     bool flushing;
     ev_timer tick;
     struct rate_meter down, up;
+    /* Seed limits (seedlimit.h): since when it seeds without uploading. */
+    uint64_t idle_up;      /* t->uploaded at idle_since_ms */
+    int64_t idle_since_ms; /* mono_ms() */
     /* BEP 9: a run without metadata (state metadata). */
     bool magnet;
     struct mfetch *mf; /* owned while magnet */
@@ -889,6 +893,20 @@ cb_info_hash(void *ud, struct peer *p, const uint8_t *info_hash)
     return pconn_torrent_ref(e->ptor);
 }
 
+/* Incoming MSE: the peer names the torrent by HASH('req2', info-hash),
+ * which each running torrent's pconn_torrent carries; as many compares
+ * as torrents, like session_find_hash(). */
+static struct pconn_torrent *
+cb_mse_hash(void *ud, struct peer *p, const uint8_t *req2)
+{
+    struct engine_ctx *x = ud;
+    for (struct engine *e = x->engines; e; e = e->next)
+        if (e->running && e->ptor &&
+            memcmp(e->ptor->mse_req2, req2, WIRE_HASH_LEN) == 0)
+            return cb_info_hash(ud, p, e->ptor->info_hash);
+    return NULL;
+}
+
 /* Two connections to the same peer (both sides dialled at once): keep the
  * one dialled by the side with the smaller peer id, so both sides agree. */
 static bool
@@ -1373,6 +1391,7 @@ cb_pex(void *ud, struct peer *p, const struct ext_pex_peer *added,
 
 static const struct peer_callbacks peer_cbs = {
     .on_info_hash = cb_info_hash,
+    .on_mse_hash = cb_mse_hash,
     .on_handshake = cb_handshake,
     .on_ext_handshake = cb_ext_handshake,
     .on_bitfield = cb_bitfield,
@@ -1479,6 +1498,29 @@ get_stats(void *arg, uint64_t *up, uint64_t *down, uint64_t *left)
 
 /* --- the tick ------------------------------------------------------------- */
 
+/* Seed limits, once a tick: O(1).  Idleness counts while the torrent
+ * seeds and its upload counter stands still.  Returns true when a limit
+ * stopped the torrent (e no longer runs: touch nothing more). */
+static bool
+seed_limits(struct engine *e, int64_t ms)
+{
+    struct torrent *t = e->t;
+    struct seedlimit_in in;
+    if (t->state != TORRENT_SEEDING || t->uploaded != e->idle_up ||
+        ms < e->idle_since_ms) {
+        e->idle_up = t->uploaded;
+        e->idle_since_ms = ms;
+    }
+    if (t->state != TORRENT_SEEDING || t->seed_override || t->paused)
+        return false;
+    session_seed_input(e->x->s, t, ms - e->idle_since_ms, &in);
+    enum seedlimit_reason why = seedlimit_check(&in);
+    if (why == SEEDLIMIT_NONE)
+        return false;
+    session_seed_limit_reached(e->x->s, t, why);
+    return !e->running;
+}
+
 static void
 tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -1496,6 +1538,8 @@ tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     e->t->down_rate = rate_meter_get(&e->down, us);
     e->t->up_rate = rate_meter_get(&e->up, us);
+    if (seed_limits(e, ms))
+        return;
     for (struct epeer *ep = e->peers; ep; ep = ep->next) {
         if (ep->pk < 0)
             continue;
@@ -1531,6 +1575,10 @@ edata_release(struct pconn_torrent *pt, void *arg)
     (void)pt;
     struct edata *ed = arg;
     storage_close(ed->st);
+    /* No I/O on it is left (the last reference is gone): torrent.move
+     * may begin (session_storage_closed()). */
+    if (ed->st && --ed->t->storages == 0)
+        session_storage_closed(ed->s, ed->t);
     session_torrent_unref(ed->t);
     free(ed);
 }
@@ -1644,6 +1692,8 @@ e_start(struct engine *e)
         return r;
     }
     ed->t = t;
+    ed->s = x->s;
+    t->storages++;
     t->jobs++;
     r = pconn_torrent_new(&e->ptor, m, ed->st, &ed->up, &ed->down,
                           edata_release, ed);
@@ -1693,6 +1743,8 @@ e_start(struct engine *e)
     e->gen++;
     e->running = true;
     e->whole = bytes_missing(t) == 0;
+    e->idle_up = t->uploaded;
+    e->idle_since_ms = mono_ms();
     if (m->n_tiers && (x->http || x->udp)) {
         struct tracker_set_cbs cbs = {
             .on_peers = on_peers, .get_stats = get_stats, .arg = e};
@@ -1800,6 +1852,10 @@ engine_ctx_new(struct engine_ctx **ret, struct session *s)
     rate_bucket_init(&x->down, s->cfg.download_rate_limit, 0);
     rate_bucket_init(&x->up, s->cfg.upload_rate_limit, 0);
     x->pcfg.features = WIRE_F_EXTENDED | WIRE_F_FAST;
+    x->pcfg.encryption = s->cfg.encryption == CONFIG_ENC_OFF ? PCONN_ENC_OFF
+                         : s->cfg.encryption == CONFIG_ENC_REQUIRE
+                             ? PCONN_ENC_REQUIRE
+                             : PCONN_ENC_PREFER;
     x->pcfg.up_global = &x->up;
     x->pcfg.down_global = &x->down;
 
@@ -2100,7 +2156,8 @@ flags_of(const struct epeer *ep, char *buf, size_t n)
 {
     /* Like libtorrent/transmission: D downloading from it, d we want but
      * it chokes us, U uploading to it, u it wants but we choke it, I
-     * incoming, E/F: extension/fast protocol, S snubbed-free seed. */
+     * incoming, E/F: extension/fast protocol, S snubbed-free seed, X
+     * encrypted (MSE with RC4). */
     size_t k = 0;
     if (ep->am_interested && !ep->choking_us && k + 1 < n)
         buf[k++] = 'D';
@@ -2118,8 +2175,19 @@ flags_of(const struct epeer *ep, char *buf, size_t n)
         buf[k++] = 'F';
     if (ep->seed && k + 1 < n)
         buf[k++] = 'S';
+    if (ep->p && peer_crypto(ep->p) == PCONN_CRYPTO_RC4 && k + 1 < n)
+        buf[k++] = 'X';
     buf[k] = '\0';
     return buf;
+}
+
+/* torrent.peers "encryption": enum pconn_crypto. */
+static const char *
+crypto_name(unsigned crypto)
+{
+    return crypto == PCONN_CRYPTO_RC4         ? "rc4"
+           : crypto == PCONN_CRYPTO_MSE_PLAIN ? "mse-plaintext"
+                                              : "none";
 }
 
 struct json_object *
@@ -2151,6 +2219,11 @@ engine_peers_json(struct engine_ctx *x, struct torrent *t)
             o, "flags", json_object_new_string(flags_of(ep, fl, sizeof(fl))));
         json_object_object_add(o, "incoming",
                                json_object_new_boolean(ep->incoming));
+        unsigned cr = peer_crypto(ep->p);
+        json_object_object_add(
+            o, "encrypted", json_object_new_boolean(cr == PCONN_CRYPTO_RC4));
+        json_object_object_add(o, "encryption",
+                               json_object_new_string(crypto_name(cr)));
         json_object_object_add(o, "choking_us",
                                json_object_new_boolean(ep->choking_us));
         json_object_object_add(o, "choked_by_us",

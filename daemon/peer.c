@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/mse.h"
 
 struct peer {
     struct peer_table *t;          /* borrowed: the table outlives it */
@@ -36,6 +37,7 @@ struct peer {
     socklen_t addr_len;
     bool incoming;
     bool handshaked;               /* on_handshake was called */
+    unsigned crypto;               /* enum pconn_crypto, from then on */
     bool bitfield_sent;
     bool closing;                  /* no callback but on_closed */
     bool ended;                    /* the event pipe is at its end */
@@ -104,6 +106,10 @@ peer_table_new(struct peer_table **ret, struct ev_loop *loop,
         t->free_slots[i] = (uint32_t)(max_peers - 1 - i);
     t->n_free = max_peers;
     t->owner = pthread_self();
+    /* Load OpenSSL's RC4 (a provider: dlopen, config) here, once, rather
+     * than on a peer thread's small stack at its first MSE handshake. */
+    if (cfg->encryption != PCONN_ENC_OFF)
+        (void)mse_rc4_openssl();
     ev_prepare_init(&t->reap, reap_cb);
     t->reap.data = t;
     *ret = t;
@@ -347,8 +353,10 @@ peer_accept(struct peer_table *t, int fd, const struct sockaddr *addr,
 
 /* ---- events ---------------------------------------------------------- */
 
+/* PCONN_EV_INFO_HASH, or PCONN_EV_MSE_HASH (mse): the thread asks which
+ * torrent the incoming peer wants. */
 static void
-on_info_hash(struct peer *p, const struct chan_rec *rec)
+on_info_hash(struct peer *p, const struct chan_rec *rec, bool mse)
 {
     struct peer_table *t = p->t;
     struct pconn_torrent *tor = NULL;
@@ -356,13 +364,16 @@ on_info_hash(struct peer *p, const struct chan_rec *rec)
         log_err("peer/%u: unexpected info-hash record, ignoring", p->slot);
         return;
     }
-    if (t->cbs.on_info_hash)
+    if (mse && t->cbs.on_mse_hash)
+        tor = t->cbs.on_mse_hash(t->ud, p, rec->p.b);
+    else if (!mse && t->cbs.on_info_hash)
         tor = t->cbs.on_info_hash(t->ud, p, rec->p.b);
     if (p->closing) { /* the engine closed it meanwhile */
         pconn_torrent_unref(tor);
         return;
     }
-    if (tor && memcmp(tor->info_hash, rec->p.b, WIRE_HASH_LEN)) {
+    if (tor && memcmp(mse ? tor->mse_req2 : tor->info_hash, rec->p.b,
+                      WIRE_HASH_LEN)) {
         log_err("peer/%u: engine answered with another torrent", p->slot);
         pconn_torrent_unref(tor);
         tor = NULL;
@@ -401,10 +412,14 @@ dispatch(struct peer *p, struct chan_rec *rec)
     case PCONN_EV_ACK:
         break;
     case PCONN_EV_INFO_HASH:
-        on_info_hash(p, rec);
+        on_info_hash(p, rec, false);
+        break;
+    case PCONN_EV_MSE_HASH:
+        on_info_hash(p, rec, true);
         break;
     case PCONN_EV_HANDSHAKE:
         p->handshaked = true;
+        p->crypto = rec->p.u32[6];
         if (cb->on_handshake)
             cb->on_handshake(ud, p, rec->p.b, rec->p.u32[5]);
         if (!p->closing && !p->bitfield_sent)
@@ -804,6 +819,12 @@ uint32_t
 peer_inflight(const struct peer *p)
 {
     return chan_tx_inflight(&p->tx);
+}
+
+unsigned
+peer_crypto(const struct peer *p)
+{
+    return p->crypto;
 }
 
 /* ---- the end --------------------------------------------------------- */

@@ -37,7 +37,9 @@
  * (not yet durable: storage_flush() before recording a piece verified).
  *
  * Order of the conversation.  on_info_hash (incoming only: return the
- * torrent or NULL), then on_handshake, which the engine answers with
+ * torrent or NULL) or, for an incoming MSE connection (peerconn.h,
+ * "Encryption"), on_mse_hash first and no on_info_hash, then
+ * on_handshake, which the engine answers with
  * peer_send_bitfield() (if it does not, an empty one is sent for it when
  * on_handshake returns: "have none").  The other commands are accepted
  * once on_handshake has been called; before that they fail with -EAGAIN.
@@ -69,8 +71,16 @@ struct peer_callbacks {
      * NULL to refuse (the peer closes with PCONN_R_UNKNOWN_TORRENT). */
     struct pconn_torrent *(*on_info_hash)(void *ud, struct peer *p,
                                           const uint8_t *info_hash);
+    /* Incoming MSE: the peer names its torrent by HASH('req2', info-hash)
+     * (compare pconn_torrent.mse_req2).  Answer as on_info_hash: the
+     * torrent with a reference for the peer, or NULL (the peer closes
+     * with PCONN_R_UNKNOWN_TORRENT).  Without it, every incoming MSE
+     * connection is refused so. */
+    struct pconn_torrent *(*on_mse_hash)(void *ud, struct peer *p,
+                                         const uint8_t *req2);
     /* The handshake is complete: the peer's id and the features both
-     * sides have (enum wire_features).  Answer with peer_send_bitfield. */
+     * sides have (enum wire_features).  Answer with peer_send_bitfield.
+     * peer_crypto() tells whether the connection is encrypted. */
     void (*on_handshake)(void *ud, struct peer *p, const uint8_t *peer_id,
                          unsigned features);
     /* BEP 10 extension handshake (borrowed for the call). */
@@ -238,5 +248,8 @@ struct pconn_torrent *peer_torrent(const struct peer *p);
 const struct sockaddr *peer_addr(const struct peer *p, socklen_t *ret_len);
 /* Commands written and not yet read by the thread (tests, statistics). */
 uint32_t peer_inflight(const struct peer *p);
+/* enum pconn_crypto of the connection: known from on_handshake on
+ * (PCONN_CRYPTO_NONE before). */
+unsigned peer_crypto(const struct peer *p);
 
 #endif

@@ -29,6 +29,7 @@
 #include "common/ext.h"
 #include "common/log.h"
 #include "common/metainfo.h"
+#include "common/mse.h"
 #include "daemon/rate.h"
 #include "daemon/storage.h"
 
@@ -60,6 +61,11 @@ pconn_torrent_new(struct pconn_torrent **ret, const struct meta_info *info,
     }
     atomic_init(&t->refs, 1);
     memcpy(t->info_hash, info->info_hash, WIRE_HASH_LEN);
+    if (mse_req2(t->info_hash, t->mse_req2) < 0) {
+        free((void *)(uintptr_t)t->pieces);
+        free(t);
+        return -ENOMEM;
+    }
     t->info = info;
     t->storage = storage;
     t->up = up;
@@ -83,6 +89,10 @@ pconn_torrent_new_magnet(struct pconn_torrent **ret,
         return -ENOMEM;
     atomic_init(&t->refs, 1);
     memcpy(t->info_hash, info_hash, WIRE_HASH_LEN);
+    if (mse_req2(t->info_hash, t->mse_req2) < 0) {
+        free(t);
+        return -ENOMEM;
+    }
     t->up = up;
     t->down = down;
     t->release = release;
@@ -217,6 +227,7 @@ pconn_reason_str(enum pconn_reason r)
         [PCONN_R_STORAGE] = "storage",
         [PCONN_R_NOMEM] = "out of memory",
         [PCONN_R_SHUTDOWN] = "shutdown",
+        [PCONN_R_ENCRYPTION] = "encryption",
     };
     if ((unsigned)r >= PCONN_R_MAX || !names[r])
         return "unknown";
@@ -279,6 +290,10 @@ pconn_rec_set_u32(struct chan_rec *rec, const uint32_t *v, size_t n)
 
 enum pc_state {
     PC_CONNECTING,  /* outgoing connect in progress */
+    PC_DETECT,      /* incoming: plaintext handshake or MSE? */
+    PC_MSE,         /* the MSE handshake */
+    PC_MSE_ATTACH,  /* incoming MSE: req2 published, waiting for the
+                     * torrent */
     PC_HANDSHAKE,   /* waiting for (the rest of) the peer's handshake */
     PC_ATTACH,      /* incoming: head published, waiting for the torrent */
     PC_ACTIVE,      /* messages */
@@ -376,6 +391,22 @@ struct pc {
     size_t n_af;
     uint16_t af_sent;                 /* bit k: ALLOWED_FAST af[k] sent */
     uint32_t af_rx;                   /* the peer's ALLOWED_FAST taken */
+
+    /* MSE (see peerconn.h, "Encryption") */
+    struct mse *mse;                  /* owned: the handshake, then the
+                                       * keystreams (RC4 only); NULL for
+                                       * plaintext */
+    bool crypt;                       /* RC4: every byte in and out goes
+                                       * through mse */
+    unsigned crypto;                  /* enum pconn_crypto */
+    bool mse_retried;                 /* PREFER: the plaintext reconnect
+                                       * was made */
+    int64_t mse_start_ms;
+    size_t out_enc;                   /* bytes of out in wire form already
+                                       * (MSE's own, or encrypted) */
+    uint8_t *pbuf;                    /* owned: RC4: the piece message in
+                                       * flight, encrypted */
+    size_t pbuf_size, pbuf_len, pbuf_off;
 };
 
 static int64_t
@@ -623,16 +654,23 @@ pc_features(const struct pc *pc)
     return f;
 }
 
-static void
-out_handshake(struct pc *pc)
+/* Our BitTorrent handshake into m. */
+static int
+make_handshake(const struct pc *pc, uint8_t m[WIRE_HANDSHAKE_LEN])
 {
     struct wire_handshake h;
     memset(&h, 0, sizeof(h));
     wire_reserved_set(h.reserved, pc_features(pc));
     memcpy(h.info_hash, pc->tor->info_hash, WIRE_HASH_LEN);
     memcpy(h.peer_id, pc->cfg->peer_id, WIRE_PEER_ID_LEN);
+    return wire_put_handshake(m, WIRE_HANDSHAKE_LEN, &h);
+}
+
+static void
+out_handshake(struct pc *pc)
+{
     uint8_t m[WIRE_HANDSHAKE_LEN];
-    int n = wire_put_handshake(m, sizeof(m), &h);
+    int n = make_handshake(pc, m);
     if (n > 0)
         out_append(pc, m, (size_t)n);
 }
@@ -840,8 +878,55 @@ start_piece(struct pc *pc)
     pc->pdata_off = (uint64_t)b.index * pc->tor->wt.piece_length + b.begin;
     pc->pdata_left = b.length;
     pc->plen = b.length;
+    if (pc->crypt) {
+        /* No sendfile under RC4: header and block into one buffer, which
+         * is encrypted whole and sent as the socket takes it. */
+        size_t need = WIRE_PIECE_HEADER_LEN + (size_t)b.length;
+        if (pc->pbuf_size < need) {
+            uint8_t *nb = realloc(pc->pbuf, need);
+            if (!nb) {
+                pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+                return false;
+            }
+            pc->pbuf = nb;
+            pc->pbuf_size = need;
+        }
+        memcpy(pc->pbuf, pc->phdr, WIRE_PIECE_HEADER_LEN);
+        int r = storage_read(pc->tor->storage, pc->pdata_off,
+                             pc->pbuf + WIRE_PIECE_HEADER_LEN, b.length);
+        if (r < 0) {
+            pc_fail(pc, PCONN_R_STORAGE, r);
+            return false;
+        }
+        mse_encrypt(pc->mse, pc->pbuf, pc->pbuf, need);
+        pc->pbuf_len = need;
+        pc->pbuf_off = 0;
+    }
     pc->piece_active = true;
     return true;
+}
+
+/* RC4: send the piece message's buffer.  Returns 0 when all of it went,
+ * 1 when the socket is full, -1 on failure (pc_fail done). */
+static int
+send_pbuf(struct pc *pc)
+{
+    while (pc->pbuf_off < pc->pbuf_len) {
+        ssize_t k = send(pc->sock, pc->pbuf + pc->pbuf_off,
+                         pc->pbuf_len - pc->pbuf_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        if (k < 0) {
+            pc_fail(pc, PCONN_R_IO, -errno);
+            return -1;
+        }
+        pc->pbuf_off += (size_t)k;
+        pc->last_send_ms = pc->now_ms;
+    }
+    return 0;
 }
 
 /* Write what is queued until the socket is full.  Control messages go
@@ -850,6 +935,19 @@ static void
 do_send(struct pc *pc)
 {
     while (pc->reason == PCONN_R_NONE) {
+        if (pc->piece_active && pc->crypt) {
+            int r = send_pbuf(pc);
+            if (r != 0)
+                return;
+            pc->piece_active = false;
+            if (pc->up_bytes == 0)
+                pc->up_since_ms = pc->now_ms;
+            pc->up_bytes += pc->plen;
+            pc->up_blocks++;
+            if (pc->up_bytes >= PCONN_UPLOAD_FLUSH)
+                ev_uploaded(pc);
+            continue;
+        }
         if (pc->piece_active) {
             if (pc->phdr_off < sizeof(pc->phdr)) {
                 ssize_t k = send(pc->sock, pc->phdr + pc->phdr_off,
@@ -886,6 +984,15 @@ do_send(struct pc *pc)
             continue;
         }
         if (pc->out_off < pc->out.len) {
+            if (pc->crypt && pc->out_enc < pc->out.len) {
+                /* What was queued since the last send, in stream order:
+                 * nothing else goes out between (pieces wait for an
+                 * empty queue). */
+                mse_encrypt(pc->mse, pc->out.data + pc->out_enc,
+                            pc->out.data + pc->out_enc,
+                            pc->out.len - pc->out_enc);
+                pc->out_enc = pc->out.len;
+            }
             ssize_t k = send(pc->sock, pc->out.data + pc->out_off,
                              pc->out.len - pc->out_off,
                              MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -902,6 +1009,7 @@ do_send(struct pc *pc)
             if (pc->out_off == pc->out.len) {
                 buf_reset(&pc->out);
                 pc->out_off = 0;
+                pc->out_enc = 0;
             }
             continue;
         }
@@ -1031,6 +1139,25 @@ handle_command(struct pc *pc, struct chan_rec *rec)
 {
     if (rec->type == PCONN_CMD_CLOSE) {
         pc_fail(pc, PCONN_R_CLOSED, 0);
+        return;
+    }
+    if (rec->type == PCONN_CMD_ATTACH && pc->state == PC_MSE_ATTACH) {
+        struct pconn_torrent *t = rec->ptr;
+        rec->ptr = NULL; /* borrowed, not freed */
+        if (!t || memcmp(t->mse_req2, mse_req2_seen(pc->mse), WIRE_HASH_LEN)) {
+            log_err("peer/%u: bad attach command, ignoring", pc->slot);
+            return;
+        }
+        int r = mse_set_skey(pc->mse, t->info_hash);
+        if (r < 0) {
+            pc_fail(pc, r == MSE_E_NOMEM ? PCONN_R_NOMEM : PCONN_R_ENCRYPTION,
+                    r);
+            return;
+        }
+        pc->tor = t;
+        (void)wire_decoder_set_torrent(&pc->dec, &t->wt);
+        pc->state = PC_MSE;
+        handle_input(pc); /* the rest of step 3 may be here already */
         return;
     }
     if (rec->type == PCONN_CMD_ATTACH) {
@@ -1636,13 +1763,211 @@ handle_handshake(struct pc *pc)
     struct chan_rec *rec = ev_single(pc, PCONN_EV_HANDSHAKE);
     memcpy(rec->p.b, h.peer_id, WIRE_PEER_ID_LEN);
     rec->p.u32[5] = pc->features;
+    rec->p.u32[6] = pc->crypto;
+}
+
+/* ---- MSE ------------------------------------------------------------- */
+
+static int start_connect(struct pc *pc);
+static void set_socket_options(int s);
+
+/* The methods we offer (initiator) or allow (responder). */
+static unsigned
+mse_methods(const struct pc *pc)
+{
+    return pc->cfg->encryption == PCONN_ENC_REQUIRE ? MSE_CRYPTO_RC4
+                                                    : MSE_CRYPTO_ALL;
+}
+
+/* Queue what the MSE machine has to say: bytes already in wire form. */
+static void
+mse_flush_out(struct pc *pc)
+{
+    size_t n;
+    const uint8_t *o = mse_output(pc->mse, &n);
+    if (n == 0)
+        return;
+    out_append(pc, o, n);
+    mse_output_consumed(pc->mse, n);
+    pc->out_enc = pc->out.len;
+}
+
+/* Drop the first n bytes of the receive buffer (handshake states parse
+ * from its start). */
+static void
+rbuf_consume(struct pc *pc, size_t n)
+{
+    memmove(pc->rbuf, pc->rbuf + n, pc->rlen - n);
+    pc->rlen -= n;
+}
+
+static int
+mse_start(struct pc *pc, bool initiator)
+{
+    struct mse_params p;
+    uint8_t hs[WIRE_HANDSHAKE_LEN];
+    memset(&p, 0, sizeof(p));
+    p.initiator = initiator;
+    p.crypto = mse_methods(pc);
+    /* PREFER: the peer decides; offered both, we take plaintext. */
+    p.prefer_plain = pc->cfg->encryption == PCONN_ENC_PREFER;
+    p.pad_max = MSE_PAD_MAX;
+    p.pad_cd_max = MSE_PAD_MAX;
+    if (initiator) {
+        /* Our handshake rides in step 3 as the initial payload. */
+        if (make_handshake(pc, hs) != WIRE_HANDSHAKE_LEN) {
+            pc_fail(pc, PCONN_R_ENCRYPTION, MSE_E_PARAMS); /* not reached */
+            return MSE_E_PARAMS;
+        }
+        memcpy(p.skey, pc->tor->info_hash, WIRE_HASH_LEN);
+        p.ia = hs;
+        p.ia_len = sizeof(hs);
+    }
+    int r = mse_new(&pc->mse, &p);
+    if (r < 0) {
+        pc_fail(pc, r == MSE_E_NOMEM ? PCONN_R_NOMEM : PCONN_R_ENCRYPTION, r);
+        return r;
+    }
+    pc->state = PC_MSE;
+    pc->mse_start_ms = pc->now_ms;
+    mse_flush_out(pc);
+    return 0;
+}
+
+/* Incoming: a plaintext handshake, or MSE? */
+static void
+detect(struct pc *pc)
+{
+    int d = mse_detect(pc->rbuf, pc->rlen);
+    if (d == MSE_DETECT_MORE)
+        return;
+    if (d == MSE_DETECT_PLAIN) {
+        if (pc->cfg->encryption == PCONN_ENC_REQUIRE) {
+            log_debug("peer/%u: plaintext handshake refused (encryption "
+                      "required)", pc->slot);
+            pc_fail(pc, PCONN_R_ENCRYPTION, -EPROTONOSUPPORT);
+            return;
+        }
+        pc->state = PC_HANDSHAKE;
+        return;
+    }
+    (void)mse_start(pc, false);
+}
+
+/* The MSE handshake is complete: the rest of the buffer is the stream. */
+static void
+mse_done(struct pc *pc)
+{
+    pc->crypto = mse_selected(pc->mse);
+    pc->crypt = pc->crypto == MSE_CRYPTO_RC4;
+    mse_decrypt(pc->mse, pc->rbuf, pc->rbuf, pc->rlen);
+    /* Responder: the initiator's initial payload (its handshake, usually)
+     * comes first. */
+    size_t ial;
+    const uint8_t *ia = mse_ia(pc->mse, &ial);
+    if (ial) {
+        if (pc->rlen + ial > pc->rsize) {
+            uint8_t *nb = realloc(pc->rbuf, pc->rlen + ial);
+            if (!nb) {
+                pc_fail(pc, PCONN_R_NOMEM, -ENOMEM);
+                return;
+            }
+            pc->rbuf = nb;
+            pc->rsize = pc->rlen + ial;
+        }
+        memmove(pc->rbuf + ial, pc->rbuf, pc->rlen);
+        memcpy(pc->rbuf, ia, ial);
+        pc->rlen += ial;
+    }
+    if (pc->crypt) {
+        mse_trim(pc->mse);
+    } else {
+        mse_free(pc->mse);
+        pc->mse = NULL;
+    }
+    pc->out_enc = pc->out.len;
+    pc->state = PC_HANDSHAKE;
+    if (pc->incoming)
+        out_handshake(pc); /* (the initiator's went as its IA) */
+}
+
+/* Feed the MSE machine what came. */
+static void
+mse_step(struct pc *pc)
+{
+    size_t used = 0;
+    int r = mse_input(pc->mse, pc->rbuf, pc->rlen, &used);
+    mse_flush_out(pc);
+    if (r < 0) {
+        log_debug("peer/%u: MSE handshake: %s", pc->slot, mse_strerror(r));
+        pc_fail(pc, r == MSE_E_NOMEM ? PCONN_R_NOMEM : PCONN_R_ENCRYPTION, r);
+        return;
+    }
+    rbuf_consume(pc, r == MSE_MORE ? pc->rlen : used);
+    if (r == MSE_MORE)
+        return;
+    if (r == MSE_WANT_SKEY) {
+        /* Which of our torrents is it?  The reactor knows. */
+        pc->state = PC_MSE_ATTACH;
+        struct chan_rec *rec = ev_single(pc, PCONN_EV_MSE_HASH);
+        memcpy(rec->p.b, mse_req2_seen(pc->mse), WIRE_HASH_LEN);
+        return;
+    }
+    mse_done(pc);
+}
+
+/* PREFER, outgoing: the peer dropped the MSE handshake (or never
+ * answered it).  Reconnect once in plaintext.  Returns true if the loop
+ * should run again. */
+static bool
+mse_retry(struct pc *pc)
+{
+    if (pc->incoming || pc->mse_retried || pc->state != PC_MSE ||
+        pc->cfg->encryption != PCONN_ENC_PREFER)
+        return false;
+    switch (pc->reason) {
+    case PCONN_R_EOF:
+    case PCONN_R_IO:
+    case PCONN_R_HANDSHAKE_TIMEOUT:
+    case PCONN_R_ENCRYPTION:
+        break;
+    default:
+        return false;
+    }
+    log_debug("peer/%u: MSE handshake failed (%s), reconnecting in "
+              "plaintext", pc->slot, pconn_reason_str(pc->reason));
+    (void)close(pc->sock);
+    pc->sock = -1;
+    mse_free(pc->mse);
+    pc->mse = NULL;
+    pc->rlen = pc->roff = 0;
+    buf_reset(&pc->out);
+    pc->out_off = pc->out_enc = 0;
+    pc->reason = PCONN_R_NONE;
+    pc->detail = 0;
+    pc->mse_retried = true;
+    pc->now_ms = mono_us() / 1000;
+    pc->start_ms = pc->last_recv_ms = pc->last_send_ms = pc->now_ms;
+    int r = start_connect(pc);
+    if (pc->sock >= 0)
+        set_socket_options(pc->sock);
+    if (r < 0) {
+        pc_fail(pc, PCONN_R_CONNECT, r);
+        return false;
+    }
+    pc->state = PC_CONNECTING;
+    return true;
 }
 
 /* Decode what the buffer holds, write the blocks, make room for more. */
 static void
 handle_input(struct pc *pc)
 {
-    if (pc->state == PC_HANDSHAKE)
+    if (pc->state == PC_DETECT)
+        detect(pc);
+    if (pc->state == PC_MSE && pc->reason == PCONN_R_NONE)
+        mse_step(pc);
+    if (pc->state == PC_HANDSHAKE && pc->reason == PCONN_R_NONE)
         handle_handshake(pc);
     while (pc->state == PC_ACTIVE && pc->reason == PCONN_R_NONE) {
         size_t avail = pc->rlen - pc->roff;
@@ -1710,7 +2035,8 @@ static void
 do_recv(struct pc *pc)
 {
     for (int round = 0; round < PCONN_RECV_ROUNDS; round++) {
-        if (pc->reason != PCONN_R_NONE || pc->state == PC_ATTACH)
+        if (pc->reason != PCONN_R_NONE || pc->state == PC_ATTACH ||
+            pc->state == PC_MSE_ATTACH)
             return;
         size_t space = pc->rsize - pc->rlen;
         if (space == 0) {
@@ -1758,6 +2084,9 @@ do_recv(struct pc *pc)
             return;
         }
         pc->last_recv_ms = pc->now_ms;
+        if (pc->crypt) /* decrypted in place, once, as it arrives */
+            mse_decrypt(pc->mse, pc->rbuf + pc->rlen, pc->rbuf + pc->rlen,
+                        (size_t)k);
         pc->rlen += (size_t)k;
         bool filled = (size_t)k == space;
         handle_input(pc);
@@ -1806,8 +2135,12 @@ finish_connect(struct pc *pc)
         pc_fail(pc, PCONN_R_CONNECT, -err);
         return;
     }
-    pc->state = PC_HANDSHAKE;
     pc->last_recv_ms = pc->now_ms;
+    if (pc->cfg->encryption != PCONN_ENC_OFF && !pc->mse_retried) {
+        (void)mse_start(pc, true);
+        return;
+    }
+    pc->state = PC_HANDSHAKE;
     out_handshake(pc);
 }
 
@@ -1850,6 +2183,8 @@ deadlines(struct pc *pc)
     if (pc->state != PC_ACTIVE) {
         int64_t d = pc->start_ms + cfg_ms(c->handshake_timeout_ms,
                                           PCONN_HANDSHAKE_TIMEOUT_MS);
+        if (pc->state == PC_MSE || pc->state == PC_MSE_ATTACH)
+            d = min_deadline(d, pc->mse_start_ms + PCONN_MSE_TIMEOUT_MS);
         if (now >= d)
             pc_fail(pc, PCONN_R_HANDSHAKE_TIMEOUT, -ETIMEDOUT);
         return d;
@@ -1914,8 +2249,8 @@ pc_loop(struct pc *pc)
             {.fd = pc->sock, .events = 0},
             {.fd = pc->cmd_rd, .events = POLLIN},
         };
-        if (pc->state != PC_ATTACH && pc->state != PC_CONNECTING &&
-            !pc->rate_wait_recv)
+        if (pc->state != PC_ATTACH && pc->state != PC_MSE_ATTACH &&
+            pc->state != PC_CONNECTING && !pc->rate_wait_recv)
             pfd[0].events |= POLLIN;
         if (want_send(pc))
             pfd[0].events |= POLLOUT;
@@ -1965,6 +2300,8 @@ pc_free(struct pc *pc)
     free(pc->done.v);
     free(pc->dropped.v);
     free(pc->have);
+    mse_free(pc->mse);
+    free(pc->pbuf);
     free(pc);
 }
 
@@ -1990,10 +2327,14 @@ pc_main(void *arg)
             set_socket_options(pc->sock);
     } else {
         set_socket_options(pc->sock);
-        pc->state = PC_HANDSHAKE;
+        pc->state = pc->cfg->encryption == PCONN_ENC_OFF ? PC_HANDSHAKE
+                                                         : PC_DETECT;
     }
-    if (pc->reason == PCONN_R_NONE)
+    while (pc->reason == PCONN_R_NONE) {
         pc_loop(pc);
+        if (!mse_retry(pc))
+            break;
+    }
 
     /* What is still gathered goes out, then the last word. */
     ev_batches(pc);

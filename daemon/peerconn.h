@@ -117,6 +117,29 @@
  * 10000 peers (config max_peers), so 15 bits of count never overflow.
  * Memory: two bytes per piece.
  *
+ * Encryption (MSE, common/mse.h), by cfg->encryption.  Outgoing, with
+ * PCONN_ENC_PREFER or _REQUIRE: after the connect, the MSE handshake as
+ * initiator (RC4 and plaintext offered, or RC4 only), our BitTorrent
+ * handshake inside it as the initial payload; with PREFER, if the peer
+ * drops it (end of file, reset, a failed or late MSE handshake), one
+ * plaintext reconnect.  Incoming, unless PCONN_ENC_OFF: the first 20
+ * bytes tell a plaintext handshake (0x13 "BitTorrent protocol"; refused
+ * with REQUIRE) from an MSE one; as responder, the thread publishes
+ * PCONN_EV_MSE_HASH with the peer's HASH('req2', info-hash), which the
+ * reactor answers like PCONN_EV_INFO_HASH, and selects RC4 when the
+ * peer offers only RC4 or encryption is REQUIRE; offered both with
+ * PREFER, it selects plaintext (as libtorrent does by default): the
+ * handshake is obfuscated, the data costs no cipher.  With OFF an MSE peer fails as a bad handshake.  The
+ * MSE part is bounded by PCONN_MSE_TIMEOUT_MS within the handshake
+ * timeout.  With RC4 selected, every byte in is decrypted in place in the
+ * receive buffer as it arrives (the decoder and the zero-copy paths see
+ * plaintext) and every byte out is encrypted just before its send: the
+ * write queue at send time, and a piece message as one buffer (header
+ * and block read from storage, then encrypted) instead of sendfile().
+ * Plaintext connections, MSE ones that selected plaintext included, keep
+ * sendfile() and touch no keystream.  PCONN_EV_HANDSHAKE tells which
+ * (enum pconn_crypto).
+ *
  * The end: the thread publishes PCONN_EV_CLOSED (reason, detail), closes
  * its socket and the write end of its event pipe (the reactor sees end of
  * file: the thread is finishing, join it) and returns.  It does not close
@@ -190,6 +213,29 @@ struct storage;
  * is ignored (BEP 11: one a minute; some slack for timer skew). */
 #define PCONN_PEX_RX_MIN_MS 20000
 
+/* The MSE handshake's own bound (inside the handshake timeout), so that
+ * a PCONN_ENC_PREFER connection to a peer that ignores it in silence
+ * still has time for its plaintext reconnect. */
+#define PCONN_MSE_TIMEOUT_MS 10000
+
+/* cfg->encryption (the config key "encryption"). */
+enum pconn_encryption {
+    PCONN_ENC_OFF = 0, /* plaintext only; MSE refused (a zeroed config) */
+    PCONN_ENC_PREFER,  /* MSE out (RC4 or plaintext, the peer picks),
+                        * plaintext fallback; in: both, plaintext
+                        * picked where offered */
+    PCONN_ENC_REQUIRE, /* MSE with RC4 only, both ways */
+    PCONN_ENC_MAX
+};
+
+/* What a connection is, as PCONN_EV_HANDSHAKE tells (the values are
+ * common/mse.h's MSE_CRYPTO_*). */
+enum pconn_crypto {
+    PCONN_CRYPTO_NONE = 0,      /* a plaintext BitTorrent handshake */
+    PCONN_CRYPTO_MSE_PLAIN = 1, /* MSE handshake, then plaintext */
+    PCONN_CRYPTO_RC4 = 2,       /* MSE handshake, then RC4 both ways */
+};
+
 /* Defaults of the timeouts in struct pconn_config (0 takes these). */
 #define PCONN_CONNECT_TIMEOUT_MS 10000
 #define PCONN_HANDSHAKE_TIMEOUT_MS 20000
@@ -214,6 +260,7 @@ struct pconn_config {
     unsigned handshake_timeout_ms;
     unsigned keepalive_ms;
     unsigned inactivity_ms;
+    enum pconn_encryption encryption;
 };
 
 /* What a peer thread knows of its torrent: immutable after
@@ -231,6 +278,8 @@ struct pconn_torrent {
     struct rate_bucket *up;        /* borrowed, NULL: unlimited */
     struct rate_bucket *down;
     struct wire_torrent wt;        /* piece count and sizes */
+    uint8_t mse_req2[WIRE_HASH_LEN]; /* HASH('req2', info_hash): how an
+                                    * MSE initiator names the torrent */
     _Atomic uint16_t *pieces;      /* owned: per piece, PCONN_PIECE_SEALED
                                     * | writers in flight (see "Sealed
                                     * pieces"); NULL for a magnet */
@@ -240,7 +289,8 @@ struct pconn_torrent {
 
 /* A torrent object with one reference (the caller's).  info and storage
  * must stay valid until release is called (release may be NULL).
- * Returns 0 or -ENOMEM, -EINVAL (info's sizes do not fit the wire). */
+ * Returns 0 or -ENOMEM (also if libcrypto fails), -EINVAL (info's sizes
+ * do not fit the wire). */
 int pconn_torrent_new(struct pconn_torrent **ret, const struct meta_info *info,
                       struct storage *storage, struct rate_bucket *up,
                       struct rate_bucket *down,
@@ -304,6 +354,10 @@ enum pconn_reason {
     PCONN_R_STORAGE,         /* reading or writing data failed (-errno) */
     PCONN_R_NOMEM,
     PCONN_R_SHUTDOWN,        /* the peer table is going away */
+    PCONN_R_ENCRYPTION,      /* the MSE handshake failed (detail: enum
+                              * mse_error), or the peer's choice is not
+                              * allowed: plaintext when encryption is
+                              * required (detail -EPROTONOSUPPORT) */
     PCONN_R_MAX
 };
 
@@ -316,7 +370,8 @@ enum pconn_event {
     PCONN_EV_INFO_HASH,       /* incoming: p.b[0..20) the info-hash; answer
                                * PCONN_CMD_ATTACH or PCONN_CMD_CLOSE */
     PCONN_EV_HANDSHAKE,       /* p.b[0..20) peer id, p.u32[5] the features
-                               * both sides have (enum wire_features) */
+                               * both sides have (enum wire_features),
+                               * p.u32[6] enum pconn_crypto */
     PCONN_EV_EXT_HANDSHAKE,   /* ptr: struct wire_ext_handshake (owned) */
     PCONN_EV_BITFIELD,        /* ptr: bits (owned), p.u32[0] bytes */
     PCONN_EV_HAVE,            /* count piece indices in p.u32 (<= 8) */
@@ -340,6 +395,10 @@ enum pconn_event {
                                * ptr_free is ext_pex_msg_free) */
     PCONN_EV_ALLOWED_FAST,    /* count piece indices in p.u32 (<= 8) the
                                * peer lets us fetch while choked (BEP 6) */
+    PCONN_EV_MSE_HASH,        /* incoming MSE: p.b[0..20) the peer's
+                               * HASH('req2', info-hash) (see
+                               * pconn_torrent.mse_req2); answer
+                               * PCONN_CMD_ATTACH or PCONN_CMD_CLOSE */
     PCONN_EV_MAX
 };
 

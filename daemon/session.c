@@ -277,8 +277,8 @@ session_queue_pass(struct session *s)
 void
 session_settle(struct session *s, struct torrent *t)
 {
-    if (t->check)
-        return; /* the check's end settles it */
+    if (t->check || t->move)
+        return; /* the check's or the move's end settles it */
     if (t->paused) {
         session_set_state(s, t, TORRENT_PAUSED);
         return;
@@ -793,6 +793,75 @@ session_completed(struct session *s, struct torrent *t)
     run_on_complete(s, t);
 }
 
+/* --- seed limits (seedlimit.h) ---------------------------------------- */
+
+void
+session_seed_input(const struct session *s, const struct torrent *t,
+                   int64_t idle_ms, struct seedlimit_in *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->uploaded = t->uploaded;
+    ret->downloaded = t->downloaded;
+    ret->size_wanted = t->size_wanted;
+    ret->ratio_limit = t->ratio_limit;
+    ret->idle_limit = t->idle_limit;
+    ret->session_ratio_limit = s->cfg.seed_ratio_limit;
+    ret->session_idle_limit = s->cfg.seed_idle_limit;
+    ret->idle_ms = idle_ms;
+}
+
+bool
+session_seed_ratio_reached(const struct session *s, const struct torrent *t)
+{
+    struct seedlimit_in in;
+    if (!torrent_complete(t))
+        return false;
+    session_seed_input(s, t, 0, &in);
+    return seedlimit_check(&in) == SEEDLIMIT_RATIO;
+}
+
+void
+session_seed_limit_reached(struct session *s, struct torrent *t,
+                           enum seedlimit_reason why)
+{
+    if (t->paused || t->removed || s->stopping || why == SEEDLIMIT_NONE)
+        return;
+    uint64_t base =
+        t->downloaded > t->size_wanted ? t->downloaded : t->size_wanted;
+    double ratio = base ? (double)t->uploaded / (double)base : 0.0;
+    uint64_t limit =
+        why == SEEDLIMIT_RATIO
+            ? seedlimit_effective(t->ratio_limit, s->cfg.seed_ratio_limit)
+            : seedlimit_effective(t->idle_limit, s->cfg.seed_idle_limit);
+    const char *name = seedlimit_reason_name(why);
+    log_field(LOG_LEVEL_INFO, "TORRENT", t->hex,
+              "'%s' reached its seed %s limit (ratio %.2f), stopping",
+              torrent_name(t), name, ratio);
+    t->paused = true;
+    t->stop_reason = why;
+    struct json_object *x = json_object_new_object();
+    if (x) {
+        json_object_object_add(x, "reason", json_object_new_string(name));
+        json_object_object_add(x, "ratio", json_object_new_double(ratio));
+        /* A ratio, or minutes for idle. */
+        json_object_object_add(x, "limit",
+                               json_object_new_double((double)limit / 1000.0));
+        json_object_object_add(x, "uploaded_bytes",
+                               json_object_new_uint64(t->uploaded));
+    }
+    session_publish_torrent(s, "torrent.seed_limit", t, x);
+    session_settle(s, t); /* paused: the engine stops, trackers "stopped" */
+    session_save_resume(s, t);
+}
+
+void
+session_seed_rearm(struct session *s, struct torrent *t)
+{
+    (void)s;
+    t->seed_override = false;
+    t->stop_reason = SEEDLIMIT_NONE;
+}
+
 static void
 check_done(void *arg, int r)
 {
@@ -857,6 +926,10 @@ session_start_check(struct session *s, struct torrent *t)
 {
     if (!t->meta || t->check)
         return;
+    if (t->move) {
+        t->check_wanted = true; /* once the files are in place */
+        return;
+    }
     struct verify_job *job = check_new(s, t, VERIFY_FULL);
     if (!job) {
         set_error(s, t, "cannot check the data: out of memory");
@@ -1371,7 +1444,8 @@ session_new(struct session **ret, struct ev_loop *loop, struct config *cfg,
     }
     if ((r = worker_new(&s->io, loop, "state", 1)) < 0 ||
         (r = worker_new(&s->cpu, loop, "hash", SESSION_CPU_THREADS)) < 0 ||
-        (r = worker_new(&s->parse, loop, "parse", 1)) < 0) {
+        (r = worker_new(&s->parse, loop, "parse", 1)) < 0 ||
+        (r = worker_new(&s->mover, loop, "move", 1)) < 0) {
         log_err_errno(r, "cannot start worker threads");
         goto fail;
     }
@@ -1524,6 +1598,8 @@ session_free(struct session *s)
     lsd_free(s->lsd); /* before the events it subscribes to */
     s->lsd = NULL;
     engine_ctx_quiesce(s->engine); /* hash jobs end before the io worker */
+    worker_free(s->mover); /* a move ends (its record goes to io) */
+    s->mover = NULL;
     worker_free(s->cpu);
     s->cpu = NULL;
     worker_free(s->parse);
@@ -1568,7 +1644,7 @@ session_apply_live(struct session *s, const struct config *old)
 {
     size_t n;
     const struct config_key *keys = config_keys(&n);
-    bool watch = false;
+    bool watch = false, seed_ratio = false, seed_idle = false;
     for (size_t i = 0; i < n; i++) {
         const struct config_key *k = &keys[i];
         if (config_key_equal(old, &s->cfg, k))
@@ -1580,6 +1656,10 @@ session_apply_live(struct session *s, const struct config *old)
             watch = true;
         if (strcmp(k->name, "max_active_downloads") == 0)
             session_queue_pass(s);
+        if (strcmp(k->name, "seed_ratio_limit") == 0)
+            seed_ratio = true;
+        if (strcmp(k->name, "seed_idle_limit") == 0)
+            seed_idle = true;
         if (strcmp(k->name, "download_rate_limit") == 0 ||
             strcmp(k->name, "upload_rate_limit") == 0)
             engine_ctx_config_changed(s->engine);
@@ -1587,6 +1667,19 @@ session_apply_live(struct session *s, const struct config *old)
     if (watch && !s->stopping) {
         watch_stop(s);
         watch_start(s);
+    }
+    /* A session limit that a torrent follows changed: it applies again to
+     * the torrents started by hand past it (an admin's change, so one
+     * walk of the list; only the changed records are written). */
+    for (size_t i = 0; (seed_ratio || seed_idle) && i < s->n; i++) {
+        struct torrent *t = s->v[i];
+        if (!t->seed_override && t->stop_reason == SEEDLIMIT_NONE)
+            continue;
+        if ((seed_ratio && t->ratio_limit < 0) ||
+            (seed_idle && t->idle_limit < 0)) {
+            session_seed_rearm(s, t);
+            session_save_resume(s, t);
+        }
     }
 }
 

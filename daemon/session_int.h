@@ -14,6 +14,7 @@
 
 #include "daemon/config.h"
 #include "daemon/events.h"
+#include "daemon/seedlimit.h"
 #include "daemon/session.h"
 #include "daemon/state.h"
 #include "daemon/torrent.h"
@@ -54,6 +55,8 @@ struct session {
     struct worker *io;     /* owned: one thread, ordered */
     struct worker *cpu;    /* owned: checking data */
     struct worker *parse;  /* owned: .torrent files, one thread */
+    struct worker *mover;  /* owned: torrent.move, one thread (long copies
+                            * wait neither state writes nor checks) */
     struct hooks *progs;   /* owned: running on_complete */
     struct torrent **v;    /* owned torrents, by id */
     size_t n, cap;
@@ -176,7 +179,29 @@ void session_status_changed(struct session *s);
 struct json_object *session_torrent_json(struct torrent *t);
 void session_torrent_unref(struct torrent *t);
 
+/* Seed limits (seedlimit.h).  session_seed_input() fills ret from t and
+ * the session's settings (idle_ms: the engine's measure of idleness).
+ * session_seed_ratio_reached(): is t complete and at its ratio limit now?
+ * session_seed_limit_reached(): the engine's tick of t found a limit
+ * reached: t is paused as torrent.stop would (its engine stops inside
+ * this call, its trackers get "stopped"), t->stop_reason says why,
+ * torrent.seed_limit is published and the resume record written.
+ * session_seed_rearm(): one of t's limits changed: forget a start by
+ * hand past a limit (seed_override) and the last stop's reason. */
+void session_seed_input(const struct session *s, const struct torrent *t,
+                        int64_t idle_ms, struct seedlimit_in *ret);
+bool session_seed_ratio_reached(const struct session *s,
+                                const struct torrent *t);
+void session_seed_limit_reached(struct session *s, struct torrent *t,
+                                enum seedlimit_reason why);
+void session_seed_rearm(struct session *s, struct torrent *t);
+
 /* --- session_rpc.c --- */
+
+/* The engine closed t's last storage (engine.c): no peer thread or job
+ * does I/O on its files any more; a torrent.move waiting for that
+ * begins. */
+void session_storage_closed(struct session *s, struct torrent *t);
 
 /* watch_add_t for the watch directory (watch.h). */
 void session_watch_add(void *arg, struct meta_info *meta, uint8_t *raw,

@@ -25,6 +25,7 @@
 #include "daemon/hook.h"
 #include "daemon/listen.h"
 #include "daemon/lsd.h"
+#include "daemon/move.h"
 #include "daemon/rpc.h"
 #include "daemon/verify.h"
 #include "daemon/watch.h"
@@ -656,6 +657,9 @@ static const char *const torrent_fields[] = {
     "download_limit",
     "upload_limit",
     "ratio_limit",
+    "idle_limit",
+    "stop_reason",
+    "seed_limit_override",
     "sequential",
     NULL,
 };
@@ -763,6 +767,12 @@ m_torrent_get(struct session *s, struct rpc_call *call,
 static void
 start_one(struct session *s, struct torrent *t)
 {
+    /* A start by hand past a seed limit (paused for one, or at its ratio
+     * now): it seeds on until one of its limits changes (seedlimit.h). */
+    if (t->paused &&
+        (t->stop_reason != SEEDLIMIT_NONE || session_seed_ratio_reached(s, t)))
+        t->seed_override = true;
+    t->stop_reason = SEEDLIMIT_NONE;
     t->paused = false;
     if (t->state == TORRENT_ERROR) {
         free(t->error);
@@ -781,6 +791,7 @@ static void
 stop_one(struct session *s, struct torrent *t)
 {
     t->paused = true;
+    t->stop_reason = SEEDLIMIT_NONE; /* the user's stop, not a limit's */
     session_settle(s, t); /* a running check ends first, then it is paused */
 }
 
@@ -857,6 +868,14 @@ m_torrent_remove(struct session *s, struct rpc_call *call,
     struct torrent *t = param_torrent(s, call, params);
     if (!t)
         return;
+    if (t->move && delete_data) {
+        /* Its files are in two places until the move ends. */
+        rpc_call_fail(call, RPC_E_INVALID_STATE, NULL,
+                      "torrent %" PRIu32 " is being moved; remove it with "
+                      "its data once the move has ended",
+                      t->id);
+        return;
+    }
     struct io_job *j = session_io_job_new(s, t, call);
     if (!j) {
         rpc_call_fail(call, RPC_INTERNAL_ERROR, NULL, "out of memory");
@@ -950,6 +969,217 @@ m_torrent_verify(struct session *s, struct rpc_call *call,
     rpc_call_reply(call, session_torrent_json(t));
 }
 
+/* --- torrent.move ------------------------------------------------------------
+ *
+ * The torrent goes to state moving (its engine stops: peers closed, no
+ * new I/O); once the engine's last storage is closed (no peer thread, hash
+ * or flush job does I/O on the files any more: session_storage_closed()),
+ * move_run() moves the files on the "move" worker (daemon/move.h).  Then
+ * the torrent takes its new directory, its resume record is written and
+ * the call answered once it is durable, and it settles where it was
+ * (paused, seeding, downloading; a check first with move=false, or when
+ * one was asked for meanwhile).  A failure moved everything back: the
+ * torrent goes on from its old directory and the call fails; a failure
+ * that could not move everything back puts the torrent in state error.
+ */
+
+struct move_ctx {
+    struct session *s;
+    struct torrent *t;      /* borrowed, counted in t->jobs */
+    struct move_job *job;   /* owned */
+    struct rpc_call *call;  /* answered in move_end() */
+    char *dir;              /* owned: the new download_dir */
+    enum torrent_state was; /* before the move */
+    bool submitted;
+};
+
+static void
+move_end(struct session *s, struct move_ctx *c, int r)
+{
+    struct torrent *t = c->t;
+    struct move_job *j = c->job;
+    if (t->move == c)
+        t->move = NULL;
+    if (r < 0 && !j->error[0])
+        snprintf(j->error, sizeof(j->error), "cannot move: %s", strerror(-r));
+    if (r == 0 && !j->same && j->move_data)
+        log_field(LOG_LEVEL_INFO, "TORRENT", t->hex,
+                  "moved '%s' from '%s' to '%s': %zu files renamed, %zu "
+                  "copied (%" PRIu64 " bytes)",
+                  torrent_name(t), j->from, j->to, j->renamed, j->copied,
+                  j->copied_bytes);
+    else if (r < 0)
+        log_field(LOG_LEVEL_WARN, "TORRENT", t->hex, "'%s': %s",
+                  torrent_name(t), j->error);
+    if (t->removed) {
+        if (c->call)
+            rpc_call_fail(c->call, RPC_E_INVALID_STATE, NULL,
+                          "torrent %" PRIu32 " was removed while it moved; "
+                          "its files are in '%s'",
+                          t->id, r == 0 ? j->to : j->from);
+        goto out;
+    }
+    if (r == 0) {
+        free(t->download_dir);
+        t->download_dir = c->dir;
+        c->dir = NULL;
+    }
+    if (s->stopping) {
+        /* Shutting down: only the record (the io worker ends after the
+         * move worker). */
+        session_save_resume(s, t);
+        if (r == 0)
+            rpc_call_reply(c->call, session_torrent_json(t));
+        else
+            rpc_call_fail(c->call, RPC_E_IO, NULL, "%s", j->error);
+        goto out;
+    }
+    if (r < 0 && j->split) {
+        session_set_error(s, t, "%s", j->error);
+    } else if (r < 0 && c->was == TORRENT_ERROR) {
+        session_set_state(s, t, TORRENT_ERROR);
+    } else {
+        bool check = t->check_wanted ||
+                     (r == 0 && (!j->move_data || c->was == TORRENT_ERROR));
+        t->check_wanted = false;
+        if (check) {
+            free(t->error);
+            t->error = NULL;
+            session_start_check(s, t);
+        } else {
+            session_settle(s, t);
+        }
+    }
+    if (r == 0) {
+        session_save_and_reply(s, t, c->call, session_torrent_json(t));
+    } else {
+        session_save_resume(s, t);
+        struct json_object *data = json_object_new_object();
+        if (data)
+            json_object_object_add(data, "download_dir",
+                                   json_object_new_string(t->download_dir));
+        rpc_call_fail(c->call, RPC_E_IO, data, "%s%s", j->error,
+                      j->split ? "" : "; nothing moved");
+    }
+out:
+    move_job_free(j);
+    free(c->dir);
+    session_torrent_unref(t);
+    free(c);
+}
+
+static void
+move_done(void *arg, int r)
+{
+    struct move_job *j = arg;
+    struct move_ctx *c = j->owner;
+    move_end(c->s, c, r);
+}
+
+static void
+move_submit(struct session *s, struct move_ctx *c)
+{
+    c->submitted = true;
+    if (s->stopping || !s->mover) {
+        move_end(s, c, -ECANCELED);
+        return;
+    }
+    int r = worker_submit(s->mover, move_run, move_done, c->job);
+    if (r < 0)
+        move_end(s, c, r);
+}
+
+void
+session_storage_closed(struct session *s, struct torrent *t)
+{
+    struct move_ctx *c = t->move;
+    if (c && !c->submitted)
+        move_submit(s, c);
+}
+
+static void
+m_torrent_move(struct session *s, struct rpc_call *call,
+               struct json_object *params)
+{
+    if (refuse_if_stopping(s, call))
+        return;
+    bool move = true;
+    if (!param_bool(call, params, "move", &move))
+        return;
+    struct json_object *v = param(params, "download_dir");
+    char dir[MOVE_DIR_MAX], cur[MOVE_DIR_MAX];
+    if (!v || !json_object_is_type(v, json_type_string) ||
+        strlen(json_object_get_string(v)) !=
+            (size_t)json_object_get_string_len(v) ||
+        move_dir_normalize(json_object_get_string(v), dir, sizeof(dir)) < 0) {
+        rpc_call_fail(call, RPC_INVALID_PARAMS, NULL,
+                      "'download_dir' must be an absolute path without "
+                      "'..' components");
+        return;
+    }
+    struct torrent *t = param_torrent(s, call, params);
+    if (!t)
+        return;
+    if (t->move) {
+        rpc_call_fail(call, RPC_E_INVALID_STATE, NULL,
+                      "torrent %" PRIu32 " is being moved already", t->id);
+        return;
+    }
+    if (t->check) {
+        rpc_call_fail(call, RPC_E_INVALID_STATE, NULL,
+                      "torrent %" PRIu32 " is being checked: move it "
+                      "afterwards",
+                      t->id);
+        return;
+    }
+    if (move_dir_normalize(t->download_dir, cur, sizeof(cur)) >= 0 &&
+        strcmp(cur, dir) == 0) {
+        rpc_call_reply(call, session_torrent_json(t)); /* no-op */
+        return;
+    }
+    if (!t->meta) {
+        /* A magnet has no files yet: only the directory changes. */
+        char *d = strdup(dir);
+        if (!d) {
+            rpc_call_fail(call, RPC_INTERNAL_ERROR, NULL, "out of memory");
+            return;
+        }
+        free(t->download_dir);
+        t->download_dir = d;
+        log_change(call, t, "changed the directory of");
+        session_save_and_reply(s, t, call, session_torrent_json(t));
+        return;
+    }
+    struct move_ctx *c = calloc(1, sizeof(*c));
+    if (c) {
+        c->dir = strdup(dir);
+        c->job = move_job_new(t->meta, t->download_dir, dir, move);
+    }
+    if (!c || !c->dir || !c->job) {
+        if (c) {
+            free(c->dir);
+            move_job_free(c->job);
+        }
+        free(c);
+        rpc_call_fail(call, RPC_INTERNAL_ERROR, NULL, "out of memory");
+        return;
+    }
+    c->s = s;
+    c->t = t;
+    c->call = call;
+    c->was = t->state;
+    c->job->owner = c;
+    t->jobs++;
+    t->move = c;
+    log_change(call, t, move ? "moving" : "changing the directory of");
+    /* The engine stops; its last storage may close right here (then
+     * session_storage_closed() submits the job) or once the peer threads
+     * and jobs that hold it are done. */
+    session_set_state(s, t, TORRENT_MOVING);
+    if (t->move == c && !c->submitted && t->storages == 0)
+        move_submit(s, c);
+}
+
 /* --- torrent.set, torrent.files, peers, trackers ----------------------------
  */
 
@@ -983,7 +1213,8 @@ m_torrent_set(struct session *s, struct rpc_call *call,
         return;
     struct json_object *v;
     uint64_t dl = t->download_limit, ul = t->upload_limit;
-    int64_t ratio = t->ratio_limit;
+    int64_t ratio = t->ratio_limit, idle = t->idle_limit;
+    bool rearm = false;
     bool sequential = t->sequential;
     if (!param_bool(call, params, "sequential", &sequential))
         return;
@@ -1004,6 +1235,7 @@ m_torrent_set(struct session *s, struct rpc_call *call,
         return;
     }
     if (params && json_object_object_get_ex(params, "ratio_limit", &v)) {
+        rearm = true;
         if (!v) {
             ratio = -1;
         } else if ((json_object_is_type(v, json_type_double) ||
@@ -1018,6 +1250,23 @@ m_torrent_set(struct session *s, struct rpc_call *call,
             return;
         }
     }
+    if (params && json_object_object_get_ex(params, "idle_limit", &v)) {
+        rearm = true;
+        if (!v) {
+            idle = -1;
+        } else if ((json_object_is_type(v, json_type_double) ||
+                    json_object_is_type(v, json_type_int)) &&
+                   json_object_get_double(v) >= 0 &&
+                   json_object_get_double(v) * 1000.0 <=
+                       (double)SEEDLIMIT_IDLE_MAX) {
+            idle = (int64_t)(json_object_get_double(v) * 1000.0 + 0.5);
+        } else {
+            rpc_call_fail(call, RPC_INVALID_PARAMS, NULL,
+                          "'idle_limit' must be minutes >= 0 (0 = none), "
+                          "or null for the session's");
+            return;
+        }
+    }
     if ((v = param(params, "download_dir"))) {
         if (!json_object_is_type(v, json_type_string) ||
             !valid_dir(json_object_get_string(v))) {
@@ -1025,11 +1274,11 @@ m_torrent_set(struct session *s, struct rpc_call *call,
                           "'download_dir' must be an absolute path");
             return;
         }
-        if (t->check) {
+        if (t->check || t->move) {
             rpc_call_fail(call, RPC_E_INVALID_STATE, NULL,
-                          "torrent %" PRIu32 " is being checked: change its "
+                          "torrent %" PRIu32 " is being %s: change its "
                           "directory afterwards",
-                          t->id);
+                          t->id, t->check ? "checked" : "moved");
             return;
         }
         dir = json_object_get_string(v);
@@ -1119,6 +1368,9 @@ m_torrent_set(struct session *s, struct rpc_call *call,
     t->download_limit = dl;
     t->upload_limit = ul;
     t->ratio_limit = ratio;
+    t->idle_limit = idle;
+    if (rearm)
+        session_seed_rearm(s, t);
     t->sequential = sequential;
     if (prio) {
         free(t->priority);
@@ -1327,6 +1579,8 @@ config_value(const struct config *c, const struct config_key *k)
             v = json_object_new_boolean(strcmp(text, "on") == 0);
         else if (k->type == CONFIG_UINT)
             v = json_object_new_uint64(strtoull(text, NULL, 10));
+        else if (k->type == CONFIG_DECIMAL)
+            v = json_object_new_double(strtod(text, NULL));
         else
             v = json_object_new_string(text);
     }
@@ -1394,6 +1648,14 @@ value_text(struct json_object *v, struct buf *out)
         if (json_object_get_int64(v) < 0)
             return false;
         return buf_printf(out, "%" PRId64, json_object_get_int64(v)) == 0;
+    case json_type_double: {
+        /* A decimal key (seed_ratio_limit): three places, as config.c
+         * takes them. */
+        double d = json_object_get_double(v);
+        if (!(d >= 0 && d <= 1e12))
+            return false;
+        return buf_printf(out, "%.3f", d) == 0;
+    }
     case json_type_boolean:
         return buf_puts(out, json_object_get_boolean(v) ? "on" : "off") == 0;
     default:
@@ -1659,6 +1921,7 @@ static const struct rpc_method methods[] = {
     {"torrent.stop", m_torrent_stop, true},
     {"torrent.remove", m_torrent_remove, true},
     {"torrent.verify", m_torrent_verify, true},
+    {"torrent.move", m_torrent_move, true},
     {"torrent.set", m_torrent_set, true},
     {"torrent.files", m_torrent_files, false},
     {"torrent.peers", m_torrent_peers, false},

@@ -113,6 +113,9 @@ state_resume_encode(const struct state_resume *r, struct buf *out)
     if ((e = put_bytes(out, "have", r->have ? (const void *)r->have : "",
                        (r->pieces + 7u) / 8u)) < 0 ||
         (e = put_int(out, "id", r->id)) < 0 ||
+        /* Optional: written only when not the default. */
+        (r->idle_limit >= 0 &&
+         (e = put_int(out, "idle_limit", r->idle_limit)) < 0) ||
         (e = put_int(out, "paused", r->paused)) < 0 ||
         (e = put_int(out, "pieces", r->pieces)) < 0 ||
         (e = put_bytes(out, "priority",
@@ -120,7 +123,10 @@ state_resume_encode(const struct state_resume *r, struct buf *out)
                        r->n_priority)) < 0 ||
         (e = put_int(out, "ratio_limit", r->ratio_limit)) < 0 ||
         /* Optional: written only when set, so older records stay. */
+        (r->seed_override && (e = put_int(out, "seed_override", 1)) < 0) ||
         (r->sequential && (e = put_int(out, "sequential", 1)) < 0) ||
+        (r->stop_reason &&
+         (e = put_int(out, "stop_reason", r->stop_reason)) < 0) ||
         (e = put_int(out, "upload_limit", (int64_t)r->upload_limit)) < 0 ||
         (e = put_int(out, "uploaded", (int64_t)r->uploaded)) < 0 ||
         (e = put_int(out, "version", STATE_RESUME_VERSION)) < 0 ||
@@ -231,6 +237,21 @@ state_resume_decode(struct state_resume *ret, const void *buf, size_t len,
         if ((e = get_int(&rd, "sequential", 0, 1, &v)) < 0)
             goto out;
         r.sequential = v != 0;
+    }
+    r.idle_limit = -1;
+    if (benc_dict_get(&doc, 0, "idle_limit") != BENC_NONE &&
+        (e = get_int(&rd, "idle_limit", -1, INT32_MAX, &r.idle_limit)) < 0)
+        goto out;
+    if (benc_dict_get(&doc, 0, "seed_override") != BENC_NONE) {
+        if ((e = get_int(&rd, "seed_override", 0, 1, &v)) < 0)
+            goto out;
+        r.seed_override = v != 0;
+    }
+    /* 1 ratio, 2 idle (enum seedlimit_reason). */
+    if (benc_dict_get(&doc, 0, "stop_reason") != BENC_NONE) {
+        if ((e = get_int(&rd, "stop_reason", 0, 2, &v)) < 0)
+            goto out;
+        r.stop_reason = (int)v;
     }
 
     /* download_dir: absolute, no NUL. */

@@ -18,11 +18,15 @@
  *
  * The resume record is a bencoded dictionary (keys sorted, BEP 3):
  *   added_at i  completed_at i  download_dir s  download_limit i
- *   downloaded i  error s (optional)  have s (bitfield)  id i  paused i
+ *   downloaded i  error s (optional)  have s (bitfield)  id i
+ *   idle_limit i (optional: thousandths of a minute, -1 or absent = the
+ *   session's, 0 = none)  paused i
  *   pieces i (bits in have)  priority s (a byte per file: 0 skip, 1 low,
  *   2 normal, 3 high; empty = all normal)  ratio_limit i (thousandths,
- *   -1 = the session's)  sequential i (optional: 1 = pieces in order)
- *   upload_limit i  uploaded i  version i (1)
+ *   -1 = the session's)  seed_override i (optional: 1 = seed limits
+ *   ignored after a start by hand)  sequential i (optional: 1 = pieces in
+ *   order)  stop_reason i (optional: 1 ratio, 2 idle, absent = 0: why a
+ *   seed limit paused it)  upload_limit i  uploaded i  version i (1)
  * Unknown keys are ignored (a newer torrentd may add some); a missing or
  * mistyped known key makes the record corrupt.
  */
@@ -79,6 +83,11 @@ struct state_resume {
     uint64_t download_limit; /* bytes/s, 0 = none */
     uint64_t upload_limit;
     int64_t ratio_limit; /* thousandths; -1 = the session's */
+    int64_t idle_limit;  /* thousandths of a minute; -1 = the session's
+                          * (optional key: absent = -1) */
+    int stop_reason;     /* enum seedlimit_reason (optional key: absent =
+                          * 0) */
+    bool seed_override;  /* optional key, 1 when set */
     bool sequential;     /* optional key, 1 when set */
     uint8_t *have;       /* owned bitfield, (pieces + 7) / 8 bytes */
     uint32_t pieces;     /* bits in have; 0 = nothing verified */

@@ -8,13 +8,14 @@
 
 #include "common/hex.h"
 #include "common/metainfo.h"
+#include "daemon/seedlimit.h"
 #include "daemon/state.h"
 
 static const char *const state_names[TORRENT_STATE_MAX] = {
     [TORRENT_CHECKING] = "checking", [TORRENT_QUEUED] = "queued",
     [TORRENT_METADATA] = "metadata", [TORRENT_DOWNLOADING] = "downloading",
     [TORRENT_SEEDING] = "seeding",   [TORRENT_PAUSED] = "paused",
-    [TORRENT_ERROR] = "error",
+    [TORRENT_ERROR] = "error",       [TORRENT_MOVING] = "moving",
 };
 
 const char *
@@ -39,6 +40,7 @@ torrent_alloc(struct torrent **ret, uint32_t id, const char *download_dir,
     t->state = TORRENT_PAUSED;
     t->added_at = now;
     t->ratio_limit = -1;
+    t->idle_limit = -1;
     *ret = t;
     return 0;
 }
@@ -216,6 +218,9 @@ torrent_apply_resume(struct torrent *t, const struct state_resume *r)
     t->download_limit = r->download_limit;
     t->upload_limit = r->upload_limit;
     t->ratio_limit = r->ratio_limit;
+    t->idle_limit = r->idle_limit;
+    t->stop_reason = r->stop_reason;
+    t->seed_override = r->seed_override;
     t->sequential = r->sequential;
     if (!t->meta)
         return 0;
@@ -260,6 +265,9 @@ torrent_to_resume(const struct torrent *t, struct state_resume *r)
     r->download_limit = t->download_limit;
     r->upload_limit = t->upload_limit;
     r->ratio_limit = t->ratio_limit;
+    r->idle_limit = t->idle_limit;
+    r->stop_reason = t->paused ? t->stop_reason : SEEDLIMIT_NONE;
+    r->seed_override = t->seed_override;
     r->sequential = t->sequential;
     r->have = t->have;
     r->pieces = t->have ? t->n_pieces : 0;
@@ -342,6 +350,17 @@ torrent_to_json(const struct torrent *t)
              t->ratio_limit >= 0
                  ? json_object_new_double((double)t->ratio_limit / 1000.0)
                  : NULL);
+    r |= add(o, "idle_limit",
+             t->idle_limit >= 0
+                 ? json_object_new_double((double)t->idle_limit / 1000.0)
+                 : NULL);
+    /* Why it is paused when a seed limit paused it; null otherwise. */
+    const char *why = t->paused ? seedlimit_reason_name(
+                                      (enum seedlimit_reason)t->stop_reason)
+                                : NULL;
+    r |= add(o, "stop_reason", why ? json_object_new_string(why) : NULL);
+    r |= add(o, "seed_limit_override",
+             json_object_new_boolean(t->seed_override));
     if (r != 0) {
         json_object_put(o);
         return NULL;

@@ -34,6 +34,7 @@ enum torrent_state {
     TORRENT_SEEDING,
     TORRENT_PAUSED,
     TORRENT_ERROR,
+    TORRENT_MOVING, /* torrent.move: its files go elsewhere, it waits */
     TORRENT_STATE_MAX
 };
 
@@ -55,7 +56,13 @@ struct torrent {
     uint64_t uploaded;
     uint64_t download_limit; /* bytes/s, 0 = none */
     uint64_t upload_limit;
-    int64_t ratio_limit; /* thousandths, -1 = the session's */
+    int64_t ratio_limit; /* thousandths, -1 = the session's, 0 = none */
+    int64_t idle_limit;  /* thousandths of a minute, -1 = the session's,
+                          * 0 = none (daemon/seedlimit.h) */
+    int stop_reason;     /* enum seedlimit_reason: why the session paused
+                          * it (SEEDLIMIT_NONE: it did not) */
+    bool seed_override;  /* started by hand past a limit: no seed limit
+                          * stops it until one of its limits changes */
 
     uint8_t *have;        /* owned bitfield of verified pieces */
     uint32_t n_pieces;    /* bits in have (0 = none verified) */
@@ -71,6 +78,7 @@ struct torrent {
     bool check_wanted;    /* verify once the running check ends */
     void *check;          /* the running check (session-owned) */
     uint32_t check_done;  /* pieces checked so far (for progress) */
+    void *move;           /* the running torrent.move (session-owned) */
     uint64_t queue_order; /* order of start, for the queue */
 
     /* The engine's (daemon/engine.h). */
@@ -79,6 +87,8 @@ struct torrent {
     uint64_t down_rate;       /* payload bytes/s, updated every second */
     uint64_t up_rate;
     uint32_t peers_connected;
+    unsigned storages; /* its storages still open (peer threads, hash and
+                        * flush jobs may hold one after a stop) */
 };
 
 /* Make a torrent from metadata (ownership of meta taken, also on failure)

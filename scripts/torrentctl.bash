@@ -40,7 +40,7 @@ _torrentctl()
         cword=$COMP_CWORD
     fi
 
-    local commands="add list info start stop remove verify files peers
+    local commands="add list info start stop remove verify move files peers
         trackers set stats config watch wait shutdown dht create show help"
     local global_opts="--socket --json --help --version"
 
@@ -104,6 +104,18 @@ _torrentctl()
             if [[ $cur != -* && $nargs -eq 0 ]]; then
                 COMPREPLY=($(compgen -W "$(_torrentctl_torrents "${ctl[@]}")" \
                     -- "$cur"))
+                return
+            fi
+            ;;
+        move)
+            opts+=" --no-move"
+            if [[ $cur != -* && $nargs -eq 0 ]]; then
+                COMPREPLY=($(compgen -W "$(_torrentctl_torrents "${ctl[@]}")" \
+                    -- "$cur"))
+                return
+            fi
+            if [[ $cur != -* && $nargs -eq 1 ]]; then
+                _torrentctl_files -d
                 return
             fi
             ;;

@@ -34,7 +34,10 @@ same_resume(const struct state_resume *a, const struct state_resume *b)
     CHECK(a->downloaded == b->downloaded && a->uploaded == b->uploaded);
     CHECK(a->download_limit == b->download_limit &&
           a->upload_limit == b->upload_limit);
-    CHECK(a->ratio_limit == b->ratio_limit);
+    CHECK(a->ratio_limit == b->ratio_limit && a->idle_limit == b->idle_limit);
+    CHECK(a->stop_reason == b->stop_reason &&
+          a->seed_override == b->seed_override &&
+          a->sequential == b->sequential);
     CHECK(a->pieces == b->pieces && a->n_priority == b->n_priority);
     CHECK(!a->pieces || memcmp(a->have, b->have, (a->pieces + 7) / 8) == 0);
     CHECK(!a->n_priority ||

@@ -8,7 +8,7 @@ in time (--timeout), never contacts anything but what it is told to, and
 passes every setting to the session's constructor so that it never starts
 with libtorrent's defaults (no DHT, LSD, UPnP, NAT-PMP, no DHT bootstrap
 routers, no uTP, plaintext outgoing handshakes unless --enc says
-otherwise).
+otherwise; --enc forced refuses plaintext both ways and allows RC4 only).
 
 Usage:
   lt_peer.py --torrent F.torrent --save DIR --listen 127.0.0.3:PORT
@@ -81,7 +81,8 @@ def main():
                     help="seconds between progress lines (0: none)")
     ap.add_argument("--enc", default="disabled",
                     choices=("disabled", "enabled", "forced"),
-                    help="outgoing encryption policy (incoming: enabled)")
+                    help="encryption policy: outgoing as said, incoming "
+                         "enabled; forced: RC4 only, both ways")
     ap.add_argument("--no-upload", action="store_true",
                     help="a leecher that never uploads (upload_rate_limit=1)")
     ap.add_argument("--dht", action="append", default=[],
@@ -111,7 +112,11 @@ def main():
         "enable_outgoing_tcp": True,
         "enable_incoming_tcp": True,
         "out_enc_policy": int(policy),
-        "in_enc_policy": int(lt.enc_policy.pe_enabled),
+        # forced: both ways, and RC4 (not MSE then plaintext) only.
+        "in_enc_policy": int(lt.enc_policy.pe_forced if a.enc == "forced"
+                             else lt.enc_policy.pe_enabled),
+        "allowed_enc_level": int(lt.enc_level.rc4 if a.enc == "forced"
+                                 else lt.enc_level.both),
         "allow_multiple_connections_per_ip": True,
         "announce_to_all_tiers": True,
         "announce_to_all_trackers": True,

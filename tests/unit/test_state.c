@@ -418,6 +418,69 @@ test_files(void **state)
     assert_int_equal(rmdir(tmpdir), 0);
 }
 
+/* Seed limits (idle_limit, seed_override, stop_reason): optional keys,
+ * written only when not the default, so records of an older torrentd
+ * read as "the session's idle limit, no override, no reason". */
+static void
+test_resume_seed_limits(void **state)
+{
+    (void)state;
+    struct state_resume a, r;
+    struct buf b;
+
+    sample(&a);
+    a.idle_limit = 50;
+    a.stop_reason = 2;
+    a.seed_override = true;
+    buf_init(&b, STATE_MAX_RECORD);
+    assert_int_equal(state_resume_encode(&a, &b), 0);
+    assert_int_equal(state_resume_decode(&r, b.data, b.len, NULL), 0);
+    assert_int_equal(r.idle_limit, 50);
+    assert_int_equal(r.stop_reason, 2);
+    assert_true(r.seed_override);
+    state_resume_release(&r);
+    buf_release(&b);
+
+    sample(&a);
+    a.idle_limit = -1;
+    buf_init(&b, STATE_MAX_RECORD);
+    assert_int_equal(state_resume_encode(&a, &b), 0);
+    assert_null(memmem(b.data, b.len, "idle_limit", 10));
+    assert_null(memmem(b.data, b.len, "seed_override", 13));
+    assert_null(memmem(b.data, b.len, "stop_reason", 11));
+    assert_int_equal(state_resume_decode(&r, b.data, b.len, NULL), 0);
+    assert_int_equal(r.idle_limit, -1);
+    assert_int_equal(r.stop_reason, 0);
+    assert_false(r.seed_override);
+    state_resume_release(&r);
+    buf_release(&b);
+
+    /* A record without the keys (an older torrentd's). */
+    char *text = record_with("", NULL);
+    assert_int_equal(state_resume_decode(&r, text, strlen(text), NULL), 0);
+    assert_int_equal(r.idle_limit, -1);
+    assert_int_equal(r.stop_reason, 0);
+    assert_false(r.seed_override);
+    state_resume_release(&r);
+    free(text);
+
+    static const struct {
+        const char *key, *value;
+        int err;
+    } bad[] = {
+        {"id", "i3e10:idle_limiti-2e", STATE_E_RANGE},
+        {"id", "i3e10:idle_limit1:x", STATE_E_FIELD},
+        {"id", "i3e10:idle_limiti0e", 0}, /* none for this torrent */
+        {"ratio_limit", "i-1e13:seed_overridei2e", STATE_E_RANGE},
+        {"ratio_limit", "i-1e13:seed_overridei1e", 0},
+        {"ratio_limit", "i-1e11:stop_reasoni3e", STATE_E_RANGE},
+        {"ratio_limit", "i-1e11:stop_reasoni-1e", STATE_E_RANGE},
+        {"ratio_limit", "i-1e11:stop_reasoni1e", 0},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        expect_field(bad[i].key, bad[i].value, bad[i].err);
+}
+
 int
 main(void)
 {
@@ -425,6 +488,7 @@ main(void)
         cmocka_unit_test(test_resume_round_trip),
         cmocka_unit_test(test_resume_encode_refuses),
         cmocka_unit_test(test_resume_errors),
+        cmocka_unit_test(test_resume_seed_limits),
         cmocka_unit_test(test_resume_truncated_and_flipped),
         cmocka_unit_test(test_session_record),
         cmocka_unit_test(test_settings),
