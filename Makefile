@@ -163,7 +163,7 @@ check-corpus: $(REPLAY_BINS)
 	done
 
 check-integration: $(ASAN_BINS)
-	$(Q)TORRENTD_BUILD=build/asan $(PYTHON) -m pytest -q tests/integration
+	$(Q)TORRENTD_BUILD=build/asan $(PYTHON) -m pytest -q --durations=15 tests/integration
 
 TSAN_UNIT_BINS := $(UNIT_NAMES:%=build/tsan/tests/unit/%)
 

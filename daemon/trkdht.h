@@ -15,9 +15,11 @@
  * TRKDHT_FRESH_S; at most TRKDHT_LOOKUPS_MAX run at once and at most
  * TRKDHT_LOOKUPS_PER_MIN start in a minute, so that announces of made-up
  * info-hashes cannot turn the tracker into a source of DHT traffic
- * (beyond either bound an answer uses what is cached).  Until the first lookup of an info-hash
- * ends, the source reports "pending", so the tracker holds the answer
- * (TRKSRV_SOURCE_WAIT_S at most) and gives it when the lookup ends.  A
+ * (beyond either bound an answer uses what is cached).  While a lookup
+ * runs for an info-hash that has no peers cached and no lookup that
+ * reached nodes has ended yet, the source reports "pending", so the
+ * tracker holds the answer (TRKSRV_SOURCE_WAIT_S at most) and gives it
+ * when the lookup ends; renewals never hold answers.  A
  * lookup that found peers drops those it did not find again.  Entries not
  * asked for within TRKDHT_FORGET_S are dropped.  Work per announce is a
  * scan of at most TRKDHT_ENTRIES_MAX info-hashes and TRKDHT_PEERS_MAX
