@@ -791,6 +791,11 @@ flush_after(struct session *s, struct io_job *j, int r)
         session_settle(s, t); /* seeding */
         session_completed(s, t);
         session_save_resume(s, t);
+    } else if (torrent_complete(t) && f->complete &&
+               t->state != TORRENT_SEEDING) {
+        /* Its last pieces, flushed as it stopped (torrent.stop, a move):
+         * announced when it runs again (session_settle()). */
+        t->completion_pending = true;
     }
     /* BEP 3: trackers count completed downloads from this event: once,
      * when the last byte of the whole torrent is verified (not when the

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,9 +90,43 @@ move_job_free(struct move_job *j)
 {
     if (!j)
         return;
+    for (size_t i = 0; i < j->n_made; i++)
+        free(j->made[i]);
+    free(j->made);
     free(j->from);
     free(j->to);
     free(j);
+}
+
+void
+move_job_cancel(struct move_job *j)
+{
+    atomic_store(&j->cancel, true);
+}
+
+/* Is the job cancelled (the test hooks set it first when their point is
+ * reached)?  copying: bytes of the current file copied so far. */
+static bool
+cancelled(struct move_job *j, uint64_t copying)
+{
+    if ((j->cancel_after && j->renamed + j->copied >= j->cancel_after) ||
+        (j->cancel_after_bytes &&
+         j->copied_bytes + copying >= j->cancel_after_bytes))
+        atomic_store(&j->cancel, true);
+    return atomic_load(&j->cancel);
+}
+
+/* Remember dir (a path below `to`, n bytes of it) as made by this move;
+ * out of memory only leaves it behind after a failure. */
+static void
+made_dir(struct move_job *j, const char *dir, size_t n)
+{
+    char **v = realloc(j->made, (j->n_made + 1) * sizeof(*v));
+    if (!v)
+        return;
+    j->made = v;
+    if ((v[j->n_made] = strndup(dir, n)) != NULL)
+        j->n_made++;
 }
 
 static int fail(struct move_job *j, int r, const char *fmt, ...)
@@ -113,11 +148,13 @@ fail(struct move_job *j, int r, const char *fmt, ...)
 
 /* Open the directory that holds rel (a torrent file's path) below rootfd,
  * one component at a time, never following a symlink; with mkdirs,
- * create what is missing.  *ret_base points at rel's last component.
- * Returns an fd (O_RDONLY | O_DIRECTORY, a dup of rootfd when rel has no
- * directory) or -errno. */
+ * create what is missing (and, with made, note each one it created in
+ * made->made).  *ret_base points at rel's last component.  Returns an fd
+ * (O_RDONLY | O_DIRECTORY, a dup of rootfd when rel has no directory) or
+ * -errno. */
 static int
-open_parent(int rootfd, const char *rel, bool mkdirs, const char **ret_base)
+open_parent(int rootfd, const char *rel, bool mkdirs, struct move_job *made,
+            const char **ret_base)
 {
     char comp[NAME_MAX + 1];
     int dfd = fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
@@ -138,7 +175,10 @@ open_parent(int rootfd, const char *rel, bool mkdirs, const char **ret_base)
         int nfd =
             openat(dfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (nfd < 0 && errno == ENOENT && mkdirs) {
-            if (mkdirat(dfd, comp, MOVE_DIR_MODE) < 0 && errno != EEXIST) {
+            if (mkdirat(dfd, comp, MOVE_DIR_MODE) == 0) {
+                if (made)
+                    made_dir(made, rel, (size_t)(slash - rel));
+            } else if (errno != EEXIST) {
                 int r = -errno;
                 (void)close(dfd);
                 return r;
@@ -163,7 +203,7 @@ static int
 stat_beneath(int rootfd, const char *rel, struct stat *st)
 {
     const char *base;
-    int dfd = open_parent(rootfd, rel, false, &base);
+    int dfd = open_parent(rootfd, rel, false, NULL, &base);
     if (dfd < 0)
         return dfd;
     int r = fstatat(dfd, base, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
@@ -171,7 +211,8 @@ stat_beneath(int rootfd, const char *rel, struct stat *st)
     return r;
 }
 
-/* Remove rel's directories below rootfd, deepest first, while empty. */
+/* Remove rel's directories below rootfd, deepest first, while empty (the
+ * source's, after the move: only the torrent's paths are looked at). */
 static void
 remove_empty_parents(int rootfd, const char *rel)
 {
@@ -182,13 +223,30 @@ remove_empty_parents(int rootfd, const char *rel)
     while ((s = strrchr(p, '/')) != NULL) {
         *s = '\0';
         const char *base;
-        int dfd = open_parent(rootfd, p, false, &base);
+        int dfd = open_parent(rootfd, p, false, NULL, &base);
         if (dfd < 0)
             return;
         int r = unlinkat(dfd, base, AT_REMOVEDIR);
         (void)close(dfd);
         if (r < 0)
             return;
+    }
+}
+
+/* After a failure: remove the directories below `to` that this move made
+ * and that are empty again, deepest first (the reverse of their making);
+ * one that holds something (a file that could not move back, or the
+ * user's) stays. */
+static void
+remove_made(struct move_job *j, int tofd)
+{
+    for (size_t i = j->n_made; i-- > 0;) {
+        const char *base;
+        int dfd = open_parent(tofd, j->made[i], false, NULL, &base);
+        if (dfd < 0)
+            continue;
+        (void)unlinkat(dfd, base, AT_REMOVEDIR);
+        (void)close(dfd);
     }
 }
 
@@ -214,7 +272,10 @@ mkdir_parents(const char *dir)
 
 /* ---- one file -------------------------------------------------------- */
 
-/* Give tmp (in dfd) the name base, never replacing one. */
+/* Rename sname (in sfd) to dname (in dfd), never replacing a file there
+ * (-EEXIST).  On a filesystem without RENAME_NOREPLACE (EINVAL) a hard
+ * link, which refuses an existing name too, then the old name unlinked.
+ * -EXDEV: not one filesystem (the caller copies). */
 static int
 rename_noreplace(int sfd, const char *sname, int dfd, const char *dname)
 {
@@ -222,91 +283,183 @@ rename_noreplace(int sfd, const char *sname, int dfd, const char *dname)
         return 0;
     if (errno != EINVAL)
         return -errno;
-    /* A filesystem without RENAME_NOREPLACE: a hard link refuses an
-     * existing name too. */
     if (linkat(sfd, sname, dfd, dname, 0) < 0)
         return -errno;
-    (void)unlinkat(sfd, sname, 0);
+    if (unlinkat(sfd, sname, 0) < 0) {
+        int r = -errno;
+        (void)unlinkat(dfd, dname, 0); /* the link just made: ours */
+        return r;
+    }
     return 0;
 }
 
+/* Write k bytes of buf to out at off. */
 static int
-copy_data(int in, int out, uint64_t *ret_bytes)
+pwrite_all(int out, const char *buf, size_t k, off_t off)
 {
-    bool plain = false;
-    char *buf = NULL;
-    uint64_t total = 0;
-    int r = 0;
-    for (;;) {
-        ssize_t k;
-        if (!plain) {
-            k = copy_file_range(in, NULL, out, NULL, 1u << 30, 0);
-            if (k < 0 && total == 0 &&
-                (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP ||
-                 errno == EINVAL)) {
-                plain = true;
-                continue;
-            }
-        } else {
-            if (!buf && !(buf = malloc(MOVE_COPY_BUF))) {
-                r = -ENOMEM;
-                break;
-            }
-            k = read(in, buf, MOVE_COPY_BUF);
-            for (ssize_t w = 0, o = 0; k > 0 && o < k; o += w) {
-                w = write(out, buf + o, (size_t)(k - o));
-                if (w < 0) {
-                    if (errno == EINTR) {
-                        w = 0;
-                        continue;
-                    }
-                    k = -1;
-                    break;
-                }
-            }
-        }
-        if (k < 0) {
+    for (size_t o = 0; o < k;) {
+        ssize_t w = pwrite(out, buf + o, k - o, off + (off_t)o);
+        if (w < 0) {
             if (errno == EINTR)
                 continue;
-            r = -errno;
-            break;
+            return -errno;
         }
-        if (k == 0)
-            break;
-        total += (uint64_t)k;
+        o += (size_t)w;
     }
+    return 0;
+}
+
+/* Copy in (size bytes) to out keeping its holes: only the data extents
+ * (SEEK_DATA/SEEK_HOLE; all of it where the filesystem does not tell) are
+ * copied, at their offsets, by copy_file_range (pread/pwrite where that
+ * is refused) in steps of at most j->copy_chunk bytes; then out gets in's
+ * size.  With cancellable, a cancelled job stops between steps
+ * (-ECANCELED).  *ret_bytes: the data bytes copied. */
+static int
+copy_data(struct move_job *j, int in, int out, off_t size, bool cancellable,
+          uint64_t *ret_bytes)
+{
+    size_t chunk = j->copy_chunk ? j->copy_chunk : MOVE_COPY_CHUNK;
+    bool plain = false, sparse = true;
+    char *buf = NULL;
+    uint64_t total = 0;
+    off_t pos = 0;
+    int r = 0;
+    while (pos < size && r == 0) {
+        off_t data = pos, hole = size;
+        if (sparse) {
+            data = lseek(in, pos, SEEK_DATA);
+            if (data < 0 && errno == ENXIO)
+                break; /* a hole to the end */
+            if (data < 0) {
+                sparse = false; /* not supported: all of it is data */
+                data = pos;
+            } else if ((hole = lseek(in, data, SEEK_HOLE)) < 0) {
+                r = -errno;
+                break;
+            }
+            if (hole > size)
+                hole = size;
+        }
+        while (data < hole) {
+            if (cancellable && cancelled(j, total)) {
+                r = -ECANCELED;
+                break;
+            }
+            size_t want =
+                (uint64_t)(hole - data) < chunk ? (size_t)(hole - data) : chunk;
+            ssize_t k;
+            if (!plain) {
+                loff_t io = data, oo = data;
+                k = copy_file_range(in, &io, out, &oo, want, 0);
+                if (k < 0 && (errno == EXDEV || errno == ENOSYS ||
+                              errno == EOPNOTSUPP || errno == EINVAL)) {
+                    plain = true;
+                    continue;
+                }
+            } else {
+                if (!buf && !(buf = malloc(MOVE_COPY_BUF))) {
+                    r = -ENOMEM;
+                    break;
+                }
+                k = pread(in, buf, want < MOVE_COPY_BUF ? want : MOVE_COPY_BUF,
+                          data);
+                if (k > 0 && (r = pwrite_all(out, buf, (size_t)k, data)) < 0)
+                    break;
+            }
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k < 0) {
+                r = -errno;
+                break;
+            }
+            if (k == 0) {
+                r = -EIO; /* shorter than it was: nobody should write it */
+                break;
+            }
+            data += k;
+            total += (uint64_t)k;
+        }
+        pos = hole;
+    }
+    if (r == 0 && ftruncate(out, size) < 0)
+        r = -errno;
     free(buf);
     *ret_bytes = total;
     return r;
 }
 
-/* Move rel from fromfd to tofd.  *ret_how: MOVE_RENAMED or MOVE_COPIED.
- * On failure rel is still whole at its source and nothing of it is at the
- * destination; *ret_op names what failed. */
+/* The file to copy into, in dfd: unnamed (O_TMPFILE; tmp[0] = '\0'), or
+ * where the filesystem has no such thing, a new name
+ * ".torrentd-move.<index>.<k>" made with O_EXCL (never someone else's
+ * file), written to tmp.  Returns the fd or -errno. */
+static int
+open_copy(int dfd, size_t index, mode_t mode, char *tmp, size_t n)
+{
+    tmp[0] = '\0';
+    int fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, mode);
+    if (fd >= 0)
+        return fd;
+    if (errno != EOPNOTSUPP && errno != EISDIR)
+        return -errno;
+    for (unsigned k = 0; k < 1000; k++) {
+        (void)snprintf(tmp, n, ".torrentd-move.%zu.%u", index, k);
+        fd = openat(dfd, tmp,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST)
+            break;
+    }
+    int r = -errno;
+    tmp[0] = '\0';
+    return r;
+}
+
+/* Give the copy (fd out; named tmp in dfd, or unnamed) the name dname in
+ * dfd, never replacing one. */
+static int
+name_copy(int out, int dfd, const char *tmp, const char *dname)
+{
+    if (tmp[0])
+        return rename_noreplace(dfd, tmp, dfd, dname);
+    if (linkat(out, "", dfd, dname, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != ENOENT && errno != EPERM)
+        return -errno;
+    /* Without CAP_DAC_READ_SEARCH: the way open(2) gives. */
+    char p[64];
+    (void)snprintf(p, sizeof(p), "/proc/self/fd/%d", out);
+    return linkat(AT_FDCWD, p, dfd, dname, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+}
+
+/* Move rel from fromfd to tofd.  back: the way back after a failure
+ * (neither the test failure nor a cancel stops it; directories made are
+ * not noted).  *ret_how: MOVE_RENAMED or MOVE_COPIED.  On failure rel is
+ * still whole at its source and nothing of it is at the destination;
+ * *ret_op names what failed. */
 static int
 move_one(struct move_job *j, int fromfd, int tofd, const char *rel,
-         size_t index, bool copy, enum move_how *ret_how, const char **ret_op)
+         size_t index, bool copy, bool back, enum move_how *ret_how,
+         const char **ret_op)
 {
     const char *sbase, *dbase;
     int in = -1, out = -1, r;
-    char tmp[64];
+    char tmp[64] = "";
     *ret_op = "open the source directory of";
-    int sfd = open_parent(fromfd, rel, false, &sbase);
+    int sfd = open_parent(fromfd, rel, false, NULL, &sbase);
     if (sfd < 0)
         return sfd;
     *ret_op = "create the directory of";
-    int dfd = open_parent(tofd, rel, true, &dbase);
+    int dfd = open_parent(tofd, rel, true, back ? NULL : j, &dbase);
     if (dfd < 0) {
         r = dfd;
         goto out;
     }
     if (!copy) {
         *ret_op = "rename";
-        r = renameat2(sfd, sbase, dfd, dbase, RENAME_NOREPLACE) < 0 ? -errno
-                                                                    : 0;
-        if (r == -EINVAL || r == -EXDEV) {
-            copy = true;
-        } else {
+        r = rename_noreplace(sfd, sbase, dfd, dbase);
+        if (r != -EXDEV) {
             if (r == 0) {
                 (void)fsync(dfd);
                 (void)fsync(sfd);
@@ -326,30 +479,28 @@ move_one(struct move_job *j, int fromfd, int tofd, const char *rel,
         r = -EINVAL;
         goto out;
     }
-    snprintf(tmp, sizeof(tmp), ".torrentd-move.%zu", index);
-    (void)unlinkat(dfd, tmp, 0); /* left by a crash in an earlier move */
     *ret_op = "create a copy of";
-    out = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                 st.st_mode & 07777);
+    out = open_copy(dfd, index, st.st_mode & 07777, tmp, sizeof(tmp));
     if (out < 0) {
-        r = -errno;
+        r = out;
         goto out;
     }
     uint64_t bytes = 0;
     *ret_op = "copy";
-    if (j->fail_after && j->renamed + j->copied >= j->fail_after)
+    if (!back && j->fail_after && j->renamed + j->copied >= j->fail_after)
         r = -ENOSPC;
     else
-        r = copy_data(in, out, &bytes);
+        r = copy_data(j, in, out, st.st_size, !back, &bytes);
     if (r == 0 && fdatasync(out) < 0)
         r = -errno;
     if (r == 0) {
         (void)fchmod(out, st.st_mode & 07777); /* less the umask at create */
         *ret_op = "give its name to the copy of";
-        r = rename_noreplace(dfd, tmp, dfd, dbase);
+        r = name_copy(out, dfd, tmp, dbase);
     }
     if (r < 0) {
-        (void)unlinkat(dfd, tmp, 0);
+        if (tmp[0])
+            (void)unlinkat(dfd, tmp, 0); /* made with O_EXCL: ours */
         goto out;
     }
     (void)fsync(dfd);
@@ -361,7 +512,8 @@ move_one(struct move_job *j, int fromfd, int tofd, const char *rel,
         goto out;
     }
     (void)fsync(sfd);
-    j->copied_bytes += bytes;
+    if (!back)
+        j->copied_bytes += bytes;
     *ret_how = MOVE_COPIED;
 out:
     if (in >= 0)
@@ -411,7 +563,8 @@ look(struct move_job *j, int fromfd, int tofd, enum move_how *how)
     return 0;
 }
 
-/* Put back what moved (files [0, upto) of how), the way it came. */
+/* Put back what moved (files [0, upto) of how), the way it came, then
+ * remove the directories below `to` the move made (empty again). */
 static void
 move_back(struct move_job *j, int fromfd, int tofd, enum move_how *how,
           size_t upto)
@@ -422,11 +575,8 @@ move_back(struct move_job *j, int fromfd, int tofd, enum move_how *how,
             continue;
         const char *path = m->files[i].path, *op;
         enum move_how back;
-        size_t keep = j->fail_after;
-        j->fail_after = 0;
-        int r = move_one(j, tofd, fromfd, path, i, how[i] == MOVE_COPIED, &back,
-                         &op);
-        j->fail_after = keep;
+        int r = move_one(j, tofd, fromfd, path, i, how[i] == MOVE_COPIED, true,
+                         &back, &op);
         if (r < 0) {
             size_t len = strlen(j->error);
             (void)snprintf(j->error + len, sizeof(j->error) - len,
@@ -434,10 +584,9 @@ move_back(struct move_job *j, int fromfd, int tofd, enum move_how *how,
                            "cannot %s it: %s",
                            path, j->to, op, strerror(-r));
             j->split = true;
-            continue;
         }
-        remove_empty_parents(tofd, path);
     }
+    remove_made(j, tofd);
 }
 
 int
@@ -491,15 +640,20 @@ move_run(void *arg)
     for (size_t i = 0; i < m->n_files; i++) {
         if (how[i] != MOVE_PENDING)
             continue;
-        const char *op;
+        const char *op = NULL;
         enum move_how done = MOVE_PENDING;
         bool copy = j->force_copy ||
                     (j->fail_after && j->renamed + j->copied >= j->fail_after);
-        r = move_one(j, fromfd, tofd, m->files[i].path, i, copy, &done, &op);
+        if (cancelled(j, 0))
+            r = -ECANCELED;
+        else
+            r = move_one(j, fromfd, tofd, m->files[i].path, i, copy, false,
+                         &done, &op);
+        if (r == -ECANCELED)
+            (void)fail(j, r, "the move to '%s' was cancelled", j->to);
         if (r < 0) {
             (void)fail(j, r, "cannot move '%s' to '%s': cannot %s it: %s",
                        m->files[i].path, j->to, op, strerror(-r));
-            remove_empty_parents(tofd, m->files[i].path);
             move_back(j, fromfd, tofd, how, i);
             goto out;
         }

@@ -3,7 +3,8 @@
  *
  * Thread: move_dir_normalize() and move_job_new()/move_job_free() any
  * (no I/O); move_run() blocks on the disk: a worker only (the session's
- * "move" worker), never the reactor.
+ * "move" worker), never the reactor; move_job_cancel() any, also while
+ * move_run() runs.
  *
  * What move_run() does, file by file (pad files and BEP 47 symlink
  * entries aside: storage never creates them):
@@ -13,16 +14,27 @@
  *      move before anything moves).  Files not there yet (a download that
  *      has not reached them) are skipped.
  *   2. Moves each file: renameat2(RENAME_NOREPLACE) when both are on one
- *      filesystem; else copies it (copy_file_range, read/write where that
- *      is refused) into a temporary name beside its destination,
- *      fdatasync()s it, gives it its final name (never replacing one),
- *      fsync()s the directory and only then unlinks the source.  A file is
- *      therefore always whole at one of its two places.
+ *      filesystem (a filesystem without RENAME_NOREPLACE: link, then
+ *      unlink); else (EXDEV) copies it into an unnamed file (O_TMPFILE)
+ *      in its destination directory (where the filesystem has none: a new
+ *      name ".torrentd-move.<i>.<k>" made with O_EXCL), fdatasync()s it,
+ *      gives it its final name (never replacing one), fsync()s the
+ *      directory and only then unlinks the source.  A file is therefore
+ *      always whole at one of its two places.  A copy keeps the holes of
+ *      a sparse file (SEEK_DATA/SEEK_HOLE: a half-downloaded file is not
+ *      written in full) and goes by steps of MOVE_COPY_CHUNK bytes
+ *      (copy_file_range; pread/pwrite where that is refused).
  *   3. Removes the source directories that are empty now (deepest first;
  *      `from` itself stays).
  * A failure half way moves back, the same way, what was moved (and
- * removes the destination directories it made that are empty again), so
- * that every file is where it was; the message says what failed.
+ * removes the directories below `to` that it made and that are empty
+ * again; `to` itself stays), so that every file is where it was; the
+ * message says what failed.
+ *
+ * Cancel (move_job_cancel(), torrentd stopping): move_run() looks between
+ * files and between the steps of a copy; a cancelled move moves back
+ * what it moved (renames are instant; a file being copied keeps its
+ * source, its copy goes) and returns -ECANCELED.
  *
  * Below `from` and `to` no symlink is followed: every directory is opened
  * one component at a time with O_NOFOLLOW | O_DIRECTORY, files with
@@ -37,6 +49,7 @@
 #ifndef TD_DAEMON_MOVE_H
 #define TD_DAEMON_MOVE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,7 +58,9 @@ struct meta_info;
 
 #define MOVE_DIR_MAX 4000        /* bytes of a download directory */
 #define MOVE_ERR_MAX 1024        /* bytes of the message of a failure */
-#define MOVE_COPY_BUF (1u << 20) /* read/write copy buffer */
+#define MOVE_COPY_BUF (1u << 20) /* pread/pwrite copy buffer */
+/* Bytes per copy step: a cancel waits for at most one. */
+#define MOVE_COPY_CHUNK ((size_t)64 << 20)
 
 struct move_job {
     const struct meta_info *meta; /* borrowed: outlives the job */
@@ -55,6 +70,17 @@ struct move_job {
     bool force_copy;              /* tests: copy even on one filesystem */
     size_t fail_after;            /* tests: after this many files moved,
                                    * fail the next with -ENOSPC (0: never) */
+    size_t cancel_after;          /* tests: cancel once this many files
+                                   * moved (0: never) */
+    uint64_t cancel_after_bytes;  /* tests: cancel once this many bytes
+                                   * copied (0: never) */
+    size_t copy_chunk;            /* tests: bytes per copy step
+                                   * (0: MOVE_COPY_CHUNK) */
+    atomic_bool cancel;           /* move_job_cancel() */
+    /* move_run()'s own: the directories below `to` it made (owned
+     * paths relative to `to`, in the order made). */
+    char **made;
+    size_t n_made;
     /* Results, written by move_run() (read them after it returned). */
     bool same;      /* `from` and `to` are one directory: no-op */
     bool split;     /* failed, and some file could not be moved
@@ -88,8 +114,13 @@ struct move_job *move_job_new(const struct meta_info *meta, const char *from,
 /* Accepts NULL. */
 void move_job_free(struct move_job *j);
 
+/* Ask a running (or not yet run) move_run() of j to stop: see above.  Any
+ * thread; the job must not be freed meanwhile. */
+void move_job_cancel(struct move_job *j);
+
 /* worker_run_t: do the job (see above).  Returns 0 (j->same tells a
- * no-op) or -errno with j->error set.  Blocks. */
+ * no-op) or -errno with j->error set (-ECANCELED: cancelled, moved
+ * back).  Blocks. */
 int move_run(void *arg);
 
 #endif

@@ -273,7 +273,9 @@ session_queue_pass(struct session *s)
 }
 
 /* Put a torrent where it belongs now that nothing runs on it: paused,
- * waiting for metadata, seeding, downloading or queued. */
+ * waiting for metadata, seeding, downloading or queued.  Every way back
+ * to running comes here (torrent.start, the end of a move or check), so
+ * a completion that waited (t->completion_pending) is announced here. */
 void
 session_settle(struct session *s, struct torrent *t)
 {
@@ -289,8 +291,15 @@ session_settle(struct session *s, struct torrent *t)
     }
     if (torrent_complete(t)) {
         session_set_state(s, t, TORRENT_SEEDING);
+        if (t->completion_pending) {
+            /* Its last pieces were flushed while it was stopped or
+             * moving (engine.c flush_after()): announced now, seeding. */
+            t->completion_pending = false;
+            session_completed(s, t);
+        }
         return;
     }
+    t->completion_pending = false; /* not complete after all (a check) */
     if (t->state == TORRENT_DOWNLOADING)
         return;
     uint64_t limit = s->cfg.max_active_downloads;
@@ -1555,6 +1564,7 @@ session_stop(struct session *s, void (*done)(void *arg), void *arg)
      * ends when the state is saved and the trackers were told
      * "stopped" (bounded by the tracker sets' own timeout). */
     s->stop_waiting = 2;
+    session_moves_cancel(s); /* a long copy does not hold the exit */
     engine_ctx_stop(s->engine, stop_part_done, s);
     for (size_t i = 0; i < s->n; i++) {
         struct torrent *t = s->v[i];
@@ -1598,6 +1608,10 @@ session_free(struct session *s)
     lsd_free(s->lsd); /* before the events it subscribes to */
     s->lsd = NULL;
     engine_ctx_quiesce(s->engine); /* hash jobs end before the io worker */
+    /* Moves not submitted end now, while io is there (later only the
+     * engine's last storage would end them: after io is gone); the
+     * running one stops at its next step and moves back. */
+    session_moves_cancel(s);
     worker_free(s->mover); /* a move ends (its record goes to io) */
     s->mover = NULL;
     worker_free(s->cpu);

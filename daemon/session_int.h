@@ -76,6 +76,11 @@ struct session {
     struct watch *watch; /* owned, or NULL */
     struct engine_ctx *engine; /* owned: peers, trackers, hashing */
     struct dhtsvc *dht; /* owned; NULL when dht = off or not started */
+
+    /* torrent.move (session_rpc.c): every move not ended yet, and the
+     * safe point that submits those whose storages closed. */
+    struct move_ctx *moves; /* owned list */
+    ev_prepare move_prep;
     struct lsd *lsd;    /* owned; NULL when lsd = off or not started */
 
     /* torrent.progress: only the torrents downloading or checking, so
@@ -202,6 +207,13 @@ void session_seed_rearm(struct session *s, struct torrent *t);
  * does I/O on its files any more; a torrent.move waiting for that
  * begins. */
 void session_storage_closed(struct session *s, struct torrent *t);
+
+/* Stopping (session_stop(), session_free() before the workers go): every
+ * move not submitted yet ends now (cancelled: its call fails, its resume
+ * record is written while the io worker is there), the running one is
+ * asked to stop (move_job_cancel(): it moves back, its move_done() comes
+ * from the move worker); the safe-point watcher stops. */
+void session_moves_cancel(struct session *s);
 
 /* watch_add_t for the watch directory (watch.h). */
 void session_watch_add(void *arg, struct meta_info *meta, uint8_t *raw,

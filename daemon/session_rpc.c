@@ -774,6 +774,13 @@ start_one(struct session *s, struct torrent *t)
         t->seed_override = true;
     t->stop_reason = SEEDLIMIT_NONE;
     t->paused = false;
+    if (t->move) {
+        /* Only the wish: the move's end settles it (and checks it first
+         * when it was in error: a fresh look, as below). */
+        if (t->state == TORRENT_ERROR)
+            t->check_wanted = true;
+        return;
+    }
     if (t->state == TORRENT_ERROR) {
         free(t->error);
         t->error = NULL;
@@ -792,7 +799,9 @@ stop_one(struct session *s, struct torrent *t)
 {
     t->paused = true;
     t->stop_reason = SEEDLIMIT_NONE; /* the user's stop, not a limit's */
-    session_settle(s, t); /* a running check ends first, then it is paused */
+    /* A running check or move ends first (only the wish is recorded: its
+     * end settles it), then it is paused. */
+    session_settle(s, t);
 }
 
 static void
@@ -959,12 +968,12 @@ m_torrent_verify(struct session *s, struct rpc_call *call,
                       "torrent %" PRIu32 " is being checked already", t->id);
         return;
     }
-    if (t->state == TORRENT_ERROR) {
+    if (t->state == TORRENT_ERROR && !t->move) {
         free(t->error);
         t->error = NULL;
         t->state = TORRENT_PAUSED;
     }
-    log_change(call, t, "verifying");
+    log_change(call, t, "verifying"); /* moving: once the move has ended */
     session_start_check(s, t);
     rpc_call_reply(call, session_torrent_json(t));
 }
@@ -981,6 +990,16 @@ m_torrent_verify(struct session *s, struct rpc_call *call,
  * one was asked for meanwhile).  A failure moved everything back: the
  * torrent goes on from its old directory and the call fails; a failure
  * that could not move everything back puts the torrent in state error.
+ *
+ * The move begins at a safe point: session_storage_closed() runs inside
+ * the engine's call chain (e_stop() dropping its last reference), so it
+ * only marks the move ready and starts s->move_prep; its ev_prepare pass
+ * submits the ready moves (and ends those that cannot be submitted:
+ * move_end() settles the torrent, which may start its engine again).
+ * torrent.start/stop/verify meanwhile only record the wish (t->paused,
+ * t->check_wanted); move_end() acts on it.  Stopping, the moves not
+ * submitted yet end at once (cancelled, nothing moved) and the running
+ * one is asked to stop and move back (session_moves_cancel()).
  */
 
 struct move_ctx {
@@ -990,7 +1009,9 @@ struct move_ctx {
     struct rpc_call *call;  /* answered in move_end() */
     char *dir;              /* owned: the new download_dir */
     enum torrent_state was; /* before the move */
+    bool ready;             /* its storages are closed: submit it */
     bool submitted;
+    struct move_ctx *prev, *next; /* s->moves, until move_end() */
 };
 
 static void
@@ -1000,6 +1021,12 @@ move_end(struct session *s, struct move_ctx *c, int r)
     struct move_job *j = c->job;
     if (t->move == c)
         t->move = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->moves = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     if (r < 0 && !j->error[0])
         snprintf(j->error, sizeof(j->error), "cannot move: %s", strerror(-r));
     if (r == 0 && !j->same && j->move_data)
@@ -1023,11 +1050,17 @@ move_end(struct session *s, struct move_ctx *c, int r)
         free(t->download_dir);
         t->download_dir = c->dir;
         c->dir = NULL;
+        /* A flush that failed meanwhile (state error): its pieces are
+         * not counted, the files are whole at their new place. */
+        free(t->error);
+        t->error = NULL;
     }
     if (s->stopping) {
         /* Shutting down: only the record (the io worker ends after the
-         * move worker). */
-        session_save_resume(s, t);
+         * move worker; in session_free() a move that was never submitted
+         * ends before it, and nothing is saved once it is gone). */
+        if (s->io)
+            session_save_resume(s, t);
         if (r == 0)
             rpc_call_reply(c->call, session_torrent_json(t));
         else
@@ -1036,7 +1069,8 @@ move_end(struct session *s, struct move_ctx *c, int r)
     }
     if (r < 0 && j->split) {
         session_set_error(s, t, "%s", j->error);
-    } else if (r < 0 && c->was == TORRENT_ERROR) {
+    } else if (r < 0 && t->error && !t->check_wanted) {
+        /* In error before the move, or a flush failed meanwhile. */
         session_set_state(s, t, TORRENT_ERROR);
     } else {
         bool check = t->check_wanted ||
@@ -1089,12 +1123,53 @@ move_submit(struct session *s, struct move_ctx *c)
         move_end(s, c, r);
 }
 
+/* s->move_prep: submit the moves whose storages are closed. */
+static void
+moves_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct session *s = w->data;
+    ev_prepare_stop(loop, w);
+    for (;;) {
+        /* From the start each time: a move_end() may end others. */
+        struct move_ctx *c = s->moves;
+        while (c && (!c->ready || c->submitted))
+            c = c->next;
+        if (!c)
+            break;
+        move_submit(s, c);
+    }
+}
+
 void
 session_storage_closed(struct session *s, struct torrent *t)
 {
     struct move_ctx *c = t->move;
-    if (c && !c->submitted)
-        move_submit(s, c);
+    if (!c || c->submitted || c->ready)
+        return;
+    c->ready = true;
+    if (!ev_is_active(&s->move_prep)) {
+        ev_prepare_init(&s->move_prep, moves_prepare);
+        s->move_prep.data = s;
+        ev_prepare_start(s->loop, &s->move_prep);
+    }
+}
+
+void
+session_moves_cancel(struct session *s)
+{
+    if (ev_is_active(&s->move_prep))
+        ev_prepare_stop(s->loop, &s->move_prep);
+    struct move_ctx *c = s->moves;
+    while (c) {
+        if (c->submitted) {
+            move_job_cancel(c->job); /* its move_done() comes */
+            c = c->next;
+            continue;
+        }
+        move_end(s, c, -ECANCELED);
+        c = s->moves; /* c is gone */
+    }
 }
 
 static void
@@ -1171,10 +1246,14 @@ m_torrent_move(struct session *s, struct rpc_call *call,
     c->job->owner = c;
     t->jobs++;
     t->move = c;
+    c->next = s->moves;
+    if (s->moves)
+        s->moves->prev = c;
+    s->moves = c;
     log_change(call, t, move ? "moving" : "changing the directory of");
-    /* The engine stops; its last storage may close right here (then
-     * session_storage_closed() submits the job) or once the peer threads
-     * and jobs that hold it are done. */
+    /* The engine stops; its last storage may close right here or once
+     * the peer threads and jobs that hold it are done (then
+     * session_storage_closed() has the job submitted at a safe point). */
     session_set_state(s, t, TORRENT_MOVING);
     if (t->move == c && !c->submitted && t->storages == 0)
         move_submit(s, c);

@@ -78,6 +78,9 @@ struct torrent {
     bool check_wanted;    /* verify once the running check ends */
     void *check;          /* the running check (session-owned) */
     uint32_t check_done;  /* pieces checked so far (for progress) */
+    bool completion_pending; /* completed by a flush while stopped or
+                              * moving: session_settle() makes it
+                              * seeding and announces it then */
     void *move;           /* the running torrent.move (session-owned) */
     uint64_t queue_order; /* order of start, for the queue */
 

@@ -211,3 +211,44 @@ def test_move_across_filesystems(workdir):
     finally:
         shutil.rmtree(other, ignore_errors=True)
     s.stop()
+
+
+def test_stop_during_move(workdir):
+    """SIGTERM while a torrent.move runs (or waits for the engine's last
+    storage: a leecher's peer thread holds one): torrentd exits at once
+    and cleanly (no sanitizer report; a move not submitted yet ends before
+    the workers go, a running copy is cancelled and moved back), and after
+    a restart the data is whole at exactly one of the two places, the one
+    the torrent names."""
+    shm = _other_fs_dir()
+    if shm is not None and \
+            os.stat(shm).st_dev == os.stat(str(workdir)).st_dev:
+        shm = None
+    top, tor = multi_payload(workdir, big=48 << 20)
+    s, h = seeder(workdir, top, tor)
+    leech = Torrentd(workdir, "leech").start(bound=600)
+    leech.add(tor)
+    leech.call("torrent.set", torrent=h, download_limit=1 << 20)
+    leech.add_peer(h, s.peer_address())
+    wait_until(lambda: leech.get(h)["have_bytes"] > 0, 60, 0.05,
+               "the download to begin")
+    other = tempfile.mkdtemp(prefix="test_move.",
+                             dir=shm or str(workdir))
+    try:
+        c = s.daemon.connect()
+        c.send({"jsonrpc": "2.0", "id": 1, "method": "torrent.move",
+                "params": {"torrent": h, "download_dir": other}})
+        assert s.stop(timeout=20) == 0
+        c.close()
+        leech.stop()
+        s.start(bound=600)
+        t = s.wait_state(h, ["seeding"], 120)
+        assert t["have_bytes"] == t["size_bytes"]
+        here = t["download_dir"]
+        assert here in (s.download_dir, other)
+        gone = other if here == s.download_dir else s.download_dir
+        assert files_equal(top, os.path.join(here, "multi"))
+        assert not os.path.exists(os.path.join(gone, "multi", "a.bin"))
+        s.stop()
+    finally:
+        shutil.rmtree(other, ignore_errors=True)

@@ -3,7 +3,10 @@
  * copy (forced, and across filesystems to /dev/shm when it is another
  * one), files not there yet skipped, empty source directories removed, a
  * file in the way refusing the whole move, a symlink planted at the
- * destination, a failure half way moved back, move_data false. */
+ * destination, a failure half way moved back, move_data false; a cancel
+ * between files and inside a copy, only the directories the move made
+ * removed, holes kept by a copy and a user's ".torrentd-move.*" file
+ * left alone. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -391,6 +394,133 @@ test_fail_half_way(void **state)
     }
 }
 
+/* A cancel (torrentd stopping): between files, and in the middle of a
+ * copy (small copy steps); what moved goes back, the copy half made goes,
+ * the directories the move made go too. */
+static void
+test_cancel(void **state)
+{
+    (void)state;
+    char src[512], dst[512];
+    snprintf(src, sizeof(src), "%s/csrc", tmpdir);
+    snprintf(dst, sizeof(dst), "%s/cdst", tmpdir);
+    for (int k = 0; k < 4; k++) {
+        fill_src(src);
+        struct meta_info *m = make_info(files3, 4);
+        struct move_job *j = move_job_new(m, src, dst, true);
+        j->force_copy = k & 1;
+        if (k < 2) {
+            j->cancel_after = 2; /* before the third file */
+        } else if (k == 2) {
+            j->force_copy = true;
+            j->copy_chunk = 4096;
+            j->cancel_after_bytes = 20000; /* inside t/sub/b.bin */
+        } else {
+            move_job_cancel(j); /* before it runs: nothing moves */
+        }
+        assert_int_equal(move_run(j), -ECANCELED);
+        assert_non_null(strstr(j->error, "cancelled"));
+        assert_false(j->split);
+        if (k < 2)
+            assert_int_equal(j->renamed + j->copied, 2);
+        if (k == 2) {
+            assert_int_equal(j->copied, 1);
+            assert_int_equal(j->copied_bytes, 1000);
+        }
+        assert_at(src);
+        assert_false(exists(dst, "t"));
+        assert_true(exists(dst, "."));
+        move_job_free(j);
+        free_info(m);
+        rm_rf(src);
+        rm_rf(dst);
+    }
+}
+
+/* After a failure only the directories the move made go: the user's
+ * (empty) ones at the destination stay. */
+static void
+test_made_dirs_only(void **state)
+{
+    (void)state;
+    char src[512], dst[512];
+    snprintf(src, sizeof(src), "%s/msrc", tmpdir);
+    snprintf(dst, sizeof(dst), "%s/mdst", tmpdir);
+    fill_src(src);
+    mkdirs(dst, "t/sub"); /* the user's, empty */
+    struct meta_info *m = make_info(files3, 4);
+    struct move_job *j = move_job_new(m, src, dst, true);
+    j->fail_after = 2;
+    assert_int_equal(move_run(j), -ENOSPC);
+    assert_at(src);
+    assert_true(exists(dst, "t/sub"));
+    assert_false(exists(dst, "t/sub/deep"));
+    assert_false(exists(dst, "t/a.bin"));
+    move_job_free(j);
+    free_info(m);
+    rm_rf(src);
+    rm_rf(dst);
+}
+
+/* A copy keeps holes (where the filesystem tells them) and never touches
+ * a user's file with the old temporary name. */
+static void
+test_copy_sparse(void **state)
+{
+    (void)state;
+    static const struct tfile one[] = {{"s/big.bin", 8u << 20, 0}};
+    char src[512], dst[512], p[1024];
+    snprintf(src, sizeof(src), "%s/ssrc", tmpdir);
+    snprintf(dst, sizeof(dst), "%s/sdst", tmpdir);
+    mkdirs(src, "s");
+    path_of(p, sizeof(p), src, "s/big.bin");
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    assert_true(fd >= 0);
+    char blk[4096];
+    memset(blk, 0xa5, sizeof(blk));
+    assert_int_equal(pwrite(fd, blk, sizeof(blk), 0), sizeof(blk));
+    assert_int_equal(pwrite(fd, blk, sizeof(blk), 4 << 20), sizeof(blk));
+    assert_int_equal(ftruncate(fd, 8 << 20), 0);
+    assert_int_equal(close(fd), 0);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    bool sparse_src = st.st_blocks * 512 < (1 << 20);
+    put(dst, "s/.torrentd-move.0", 3, 5); /* a user's files */
+    put(dst, "s/.torrentd-move.0.0", 3, 6);
+    struct meta_info *m = make_info(one, 1);
+    m->multi_file = false;
+    struct move_job *j = move_job_new(m, src, dst, true);
+    j->force_copy = true;
+    j->copy_chunk = 1 << 20;
+    assert_int_equal(move_run(j), 0);
+    assert_int_equal(j->copied, 1);
+    path_of(p, sizeof(p), dst, "s/big.bin");
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size, 8 << 20);
+    if (sparse_src) {
+        assert_true(st.st_blocks * 512 < (1 << 20));
+        assert_int_equal(j->copied_bytes, 2 * 4096);
+    }
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    char got[4096];
+    static const char zero[4096];
+    assert_int_equal(pread(fd, got, sizeof(got), 0), sizeof(got));
+    assert_memory_equal(got, blk, sizeof(got));
+    assert_int_equal(pread(fd, got, sizeof(got), 4 << 20), sizeof(got));
+    assert_memory_equal(got, blk, sizeof(got));
+    assert_int_equal(pread(fd, got, sizeof(got), 2 << 20), sizeof(got));
+    assert_memory_equal(got, zero, sizeof(got));
+    assert_int_equal(close(fd), 0);
+    assert_true(holds(dst, "s/.torrentd-move.0", 3, 5));
+    assert_true(holds(dst, "s/.torrentd-move.0.0", 3, 6));
+    assert_false(exists(src, "s"));
+    move_job_free(j);
+    free_info(m);
+    rm_rf(src);
+    rm_rf(dst);
+}
+
 static void
 test_no_move(void **state)
 {
@@ -440,6 +570,9 @@ main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_fail_half_way),
         cmocka_unit_test(test_no_move),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_made_dirs_only),
+        cmocka_unit_test(test_copy_sparse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
