@@ -928,3 +928,43 @@ jsonrpc_reply_is_for(const struct jsonrpc_reply *reply, int64_t id)
            json_object_is_type(reply->id, json_type_int) &&
            json_object_get_int64(reply->id) == id;
 }
+
+/* One decimal number of a version; *p moves past it.  -1 when there is
+ * none or it is implausibly long. */
+static long
+api_number(const char **p)
+{
+    long v = 0;
+    int digits = 0;
+    while (**p >= '0' && **p <= '9') {
+        if (++digits > 9)
+            return -1;
+        v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    return digits ? v : -1;
+}
+
+bool
+jsonrpc_api_at_least(const char *api, unsigned major, unsigned minor)
+{
+    if (!api)
+        return false;
+    const char *p = api;
+    long maj = api_number(&p);
+    if (maj < 0 || *p++ != '.')
+        return false;
+    long min = api_number(&p);
+    if (min < 0)
+        return false;
+    if (*p == '.') {
+        p++;
+        if (api_number(&p) < 0)
+            return false;
+    }
+    if (*p)
+        return false;
+    if ((unsigned long)maj != major)
+        return (unsigned long)maj > major;
+    return (unsigned long)min >= minor;
+}

@@ -266,4 +266,12 @@ int jsonrpc_reply_parse(struct json_object *msg, struct jsonrpc_reply *ret);
 /* True when reply is the response to the request made with id. */
 bool jsonrpc_reply_is_for(const struct jsonrpc_reply *reply, int64_t id);
 
+/* --- Versions. --- */
+
+/* True when api, a control API version as daemon.version gives it
+ * ("MAJOR.MINOR" or "MAJOR.MINOR.PATCH", decimal), is at least
+ * major.minor.  NULL, an empty string or anything else that is not such a
+ * version is false: the caller then assumes the oldest API. */
+bool jsonrpc_api_at_least(const char *api, unsigned major, unsigned minor);
+
 #endif

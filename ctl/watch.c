@@ -24,6 +24,7 @@
 
 #include <json-c/json.h>
 
+#include "common/jsonrpc.h"
 #include "ctl/client.h"
 #include "ctl/ctl.h"
 #include "ctl/output.h"
@@ -58,6 +59,27 @@ types_with_progress(struct json_object *types)
         return NULL;
     }
     return types;
+}
+
+/* Does the daemon know "*" and torrent.progress (control API 1.1)?  An
+ * older one takes "*" for a type of that name and sends no progress, so a
+ * subscription that names them would get none of the events asked for.
+ * One daemon.version call; a daemon that cannot answer it is old.
+ * Returns CTL_EXIT_OK and *ret, or an exit status (a transport failure,
+ * printed). */
+static int
+progress_supported(struct ctl_client *c, bool *ret)
+{
+    struct json_object *result = NULL, *error = NULL, *v;
+    int r = ctl_client_rpc(c, "daemon.version", NULL, &result, &error);
+    if (r < 0)
+        return -r;
+    *ret = r == 0 && json_object_object_get_ex(result, "api", &v) &&
+           json_object_is_type(v, json_type_string) &&
+           jsonrpc_api_at_least(json_object_get_string(v), 1, 1);
+    json_object_put(result);
+    json_object_put(error);
+    return CTL_EXIT_OK;
 }
 
 /* Subscribe c to events (all types, or the given array; since > 0 replays
@@ -302,16 +324,29 @@ ctl_cmd_watch(struct ctl_ctx *ctx, int argc, char **argv)
         json_object_put(types);
         return ctl_usage_error(ctx, "watch takes no arguments");
     }
-    if (progress && !(types = types_with_progress(types))) {
-        ctl_err("out of memory");
-        return CTL_EXIT_FAILURE;
-    }
 
     r = ctl_client_open(&client, ctx, CTL_ACCESS_READ);
     if (r != CTL_EXIT_OK) {
         json_object_put(types);
         ctl_client_close(&client);
         return r;
+    }
+    if (progress) {
+        bool ok = false;
+        r = progress_supported(&client, &ok);
+        if (r != CTL_EXIT_OK) {
+            json_object_put(types);
+            ctl_client_close(&client);
+            return r;
+        }
+        if (!ok)
+            ctl_err("this torrentd sends no torrent.progress events "
+                    "(control API older than 1.1), ignoring --progress");
+        else if (!(types = types_with_progress(types))) {
+            ctl_err("out of memory");
+            ctl_client_close(&client);
+            return CTL_EXIT_FAILURE;
+        }
     }
     r = subscribe(&client, since, types, &last);
     types = NULL;
@@ -767,10 +802,18 @@ ctl_cmd_wait(struct ctl_ctx *ctx, int argc, char **argv)
      * also asks for the torrents' progress (about once a second each). */
     want_bar =
         !ctx->json && w.cond != WAIT_REMOVED && isatty(STDERR_FILENO) == 1;
-    if (want_bar && !(types = types_with_progress(NULL))) {
-        ctl_err("out of memory");
-        r = CTL_EXIT_FAILURE;
-        goto out;
+    if (want_bar) {
+        /* An older daemon (API 1.0): every type, as before; the bar then
+         * moves with the state events only. */
+        bool progress = false;
+        r = progress_supported(&w.client, &progress);
+        if (r != CTL_EXIT_OK)
+            goto out;
+        if (progress && !(types = types_with_progress(NULL))) {
+            ctl_err("out of memory");
+            r = CTL_EXIT_FAILURE;
+            goto out;
+        }
     }
     r = subscribe(&w.client, 0, types, NULL);
     types = NULL;

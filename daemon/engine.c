@@ -94,7 +94,9 @@ struct cand {
     unsigned fails;
     int64_t next_ms;
     bool connected;
-    bool dead; /* ourselves, or banned */
+    bool dead;      /* ourselves, or banned */
+    bool plaintext; /* with encryption prefer: it dropped our MSE and took
+                     * the plaintext reconnect, so dial it so */
 };
 
 struct epeer {
@@ -879,15 +881,15 @@ flush_pending(struct engine *e)
 /* --- peer callbacks --------------------------------------------------------
  */
 
+/* An incoming peer named the torrent of e (NULL: none of ours): take it
+ * if the torrent runs and has room, and the address is not banned.
+ * Returns a new reference for the peer thread, or NULL to refuse. */
 static struct pconn_torrent *
-cb_info_hash(void *ud, struct peer *p, const uint8_t *info_hash)
+accept_incoming(struct engine_ctx *x, struct peer *p, struct engine *e)
 {
-    struct engine_ctx *x = ud;
     struct epeer *ep = peer_data(p);
     if (!ep || x->freeing)
         return NULL;
-    struct torrent *t = session_find_hash(x->s, info_hash);
-    struct engine *e = t ? t->engine : NULL;
     if (!e || !e->running)
         return NULL;
     if (e->n_peers >= x->s->cfg.max_peers_per_torrent)
@@ -898,17 +900,26 @@ cb_info_hash(void *ud, struct peer *p, const uint8_t *info_hash)
     return pconn_torrent_ref(e->ptor);
 }
 
+static struct pconn_torrent *
+cb_info_hash(void *ud, struct peer *p, const uint8_t *info_hash)
+{
+    struct engine_ctx *x = ud;
+    struct torrent *t = session_find_hash(x->s, info_hash);
+    return accept_incoming(x, p, t ? t->engine : NULL);
+}
+
 /* Incoming MSE: the peer names the torrent by HASH('req2', info-hash),
  * which each running torrent's pconn_torrent carries; as many compares
- * as torrents, like session_find_hash(). */
+ * as torrents, like session_find_hash(), and one scan only: the engine
+ * found is the one taken. */
 static struct pconn_torrent *
 cb_mse_hash(void *ud, struct peer *p, const uint8_t *req2)
 {
     struct engine_ctx *x = ud;
     for (struct engine *e = x->engines; e; e = e->next)
-        if (e->running && e->ptor &&
+        if (e->running && e->ptor && e->t->engine == e &&
             memcmp(e->ptor->mse_req2, req2, WIRE_HASH_LEN) == 0)
-            return cb_info_hash(ud, p, e->ptor->info_hash);
+            return accept_incoming(x, p, e);
     return NULL;
 }
 
@@ -939,6 +950,19 @@ cb_handshake(void *ud, struct peer *p, const uint8_t *peer_id,
     }
     memcpy(ep->id, peer_id, WIRE_PEER_ID_LEN);
     ep->features = features;
+    /* Dialled with MSE (prefer), up in plaintext: the peer thread's
+     * plaintext reconnect.  Later dials skip the attempt that failed. */
+    if (!peer_incoming(p) && ep->cand >= 0 &&
+        (size_t)ep->cand < e->n_cands &&
+        x->pcfg.encryption == PCONN_ENC_PREFER &&
+        peer_crypto(p) == PCONN_CRYPTO_NONE &&
+        !e->cands[ep->cand].plaintext) {
+        char a[80];
+        listen_format_addr((struct sockaddr *)&ep->addr, a, sizeof(a));
+        log_field(LOG_LEVEL_DEBUG, "TORRENT", e->t->hex,
+                  "peer %s drops MSE: plaintext from now on", a);
+        e->cands[ep->cand].plaintext = true;
+    }
     for (struct epeer *o = e->peers; o; o = o->next) {
         if (o == ep || !o->handshaken || peer_closing(o->p) ||
             memcmp(o->id, peer_id, WIRE_PEER_ID_LEN))
@@ -1441,8 +1465,9 @@ connect_more(struct engine *e)
         if (!ep)
             break;
         struct peer *p = NULL;
-        int r = peer_connect(x->peers, e->ptor, (struct sockaddr *)&c->addr,
-                             c->len, &p);
+        int r = peer_connect_with_flags(
+            x->peers, e->ptor, (struct sockaddr *)&c->addr, c->len,
+            c->plaintext ? PEER_CONNECT_PLAINTEXT : 0, &p);
         if (r < 0 || !p) {
             free(ep);
             c->next_ms = now + ENGINE_BACKOFF_MIN_MS;
@@ -1474,18 +1499,11 @@ on_peers(void *arg, const struct sockaddr_storage *addrs, size_t n)
 
 /* Bytes of the whole torrent (pad files aside), wanted or not, that are
  * not verified yet: what trackers call "left" (a client with files
- * skipped is no seed).  One pass over the files, once per announce. */
+ * skipped is no seed).  O(1): torrent_recount() keeps the totals. */
 static uint64_t
 bytes_missing(const struct torrent *t)
 {
-    uint64_t left = 0;
-    for (size_t i = 0; i < torrent_n_files(t); i++) {
-        const struct meta_file *f = &t->meta->files[i];
-        uint64_t have = t->file_have ? t->file_have[i] : 0;
-        if (!(f->attr & META_ATTR_PAD) && f->length > have)
-            left += f->length - have;
-    }
-    return left;
+    return torrent_bytes_missing(t);
 }
 
 static void

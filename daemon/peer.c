@@ -258,7 +258,8 @@ send_cmd(struct peer *p, struct chan_rec *rec)
 
 static int
 spawn(struct peer_table *t, struct pconn_torrent *tor, int sock,
-      const struct sockaddr *addr, socklen_t addr_len, struct peer **ret)
+      const struct sockaddr *addr, socklen_t addr_len, unsigned flags,
+      struct peer **ret)
 {
     REACTOR_ONLY(t);
     if (addr_len > sizeof(struct sockaddr_storage) || !addr)
@@ -303,6 +304,7 @@ spawn(struct peer_table *t, struct pconn_torrent *tor, int sock,
     a.addr = p->addr;
     a.addr_len = addr_len;
     a.tor = p->tor;
+    a.plaintext = (flags & PEER_CONNECT_PLAINTEXT) != 0;
     a.cfg = &t->cfg;
     a.cmd_rd = p->cmd_rd;
     a.evt_wr = evt[1];
@@ -334,9 +336,17 @@ peer_connect(struct peer_table *t, struct pconn_torrent *tor,
              const struct sockaddr *addr, socklen_t addr_len,
              struct peer **ret)
 {
+    return peer_connect_with_flags(t, tor, addr, addr_len, 0, ret);
+}
+
+int
+peer_connect_with_flags(struct peer_table *t, struct pconn_torrent *tor,
+                        const struct sockaddr *addr, socklen_t addr_len,
+                        unsigned flags, struct peer **ret)
+{
     if (!tor)
         return -EINVAL;
-    return spawn(t, tor, -1, addr, addr_len, ret);
+    return spawn(t, tor, -1, addr, addr_len, flags, ret);
 }
 
 int
@@ -345,7 +355,7 @@ peer_accept(struct peer_table *t, int fd, const struct sockaddr *addr,
 {
     if (fd < 0)
         return -EBADF;
-    int r = spawn(t, NULL, fd, addr, addr_len, ret);
+    int r = spawn(t, NULL, fd, addr, addr_len, 0, ret);
     if (r < 0)
         (void)close(fd);
     return r;

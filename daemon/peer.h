@@ -169,6 +169,20 @@ int peer_connect(struct peer_table *t, struct pconn_torrent *tor,
                  const struct sockaddr *addr, socklen_t addr_len,
                  struct peer **ret);
 
+enum peer_connect_flags {
+    /* With encryption PCONN_ENC_PREFER: no MSE, a plaintext handshake
+     * right away (pconn_args.plaintext); for a peer that dropped MSE
+     * before (its last outgoing connection came up with
+     * PCONN_CRYPTO_NONE).  Ignored with OFF (plaintext anyway) and
+     * REQUIRE (never plaintext). */
+    PEER_CONNECT_PLAINTEXT = 1 << 0,
+};
+
+/* peer_connect() with enum peer_connect_flags.  Returns as it. */
+int peer_connect_with_flags(struct peer_table *t, struct pconn_torrent *tor,
+                            const struct sockaddr *addr, socklen_t addr_len,
+                            unsigned flags, struct peer **ret);
+
 /* Take over an accepted socket (ownership of fd moves, also on failure:
  * it is closed).  addr is the remote address.  Returns as peer_connect. */
 int peer_accept(struct peer_table *t, int fd, const struct sockaddr *addr,

@@ -2364,6 +2364,10 @@ pconn_spawn(pthread_t *ret, const struct pconn_args *args)
     pc->cmd_rd = args->cmd_rd;
     pc->evt_wr = args->evt_wr;
     pc->incoming = args->sock >= 0;
+    /* A peer known to drop MSE: straight to plaintext, as if the
+     * reconnect were made (so none is tried either). */
+    pc->mse_retried = !pc->incoming && args->plaintext &&
+                      args->cfg->encryption == PCONN_ENC_PREFER;
     pc->addr = args->addr;
     pc->addr_len = args->addr_len;
     pc->am_choking = true;

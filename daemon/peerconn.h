@@ -122,8 +122,11 @@
  * initiator (RC4 and plaintext offered, or RC4 only), our BitTorrent
  * handshake inside it as the initial payload; with PREFER, if the peer
  * drops it (end of file, reset, a failed or late MSE handshake), one
- * plaintext reconnect.  Incoming, unless PCONN_ENC_OFF: the first 20
- * bytes tell a plaintext handshake (0x13 "BitTorrent protocol"; refused
+ * plaintext reconnect (PCONN_EV_HANDSHAKE then tells PCONN_CRYPTO_NONE,
+ * and the reactor may dial that peer with pconn_args.plaintext next
+ * time, so it skips the failed attempt).  Incoming, unless
+ * PCONN_ENC_OFF: the first 20 bytes tell a plaintext handshake (0x13
+ * "BitTorrent protocol"; refused
  * with REQUIRE) from an MSE one; as responder, the thread publishes
  * PCONN_EV_MSE_HASH with the peer's HASH('req2', info-hash), which the
  * reactor answers like PCONN_EV_INFO_HASH, and selects RC4 when the
@@ -453,6 +456,10 @@ struct pconn_args {
     socklen_t addr_len;
     struct pconn_torrent *tor; /* outgoing: borrowed (see ATTACH); NULL
                                 * for incoming */
+    bool plaintext;           /* outgoing with PCONN_ENC_PREFER: dial in
+                               * plaintext, no MSE (a peer seen to drop
+                               * it); ignored otherwise (never with
+                               * REQUIRE) */
     const struct pconn_config *cfg; /* borrowed: outlives the thread */
     int cmd_rd;               /* command pipe, read end (borrowed) */
     int evt_wr;               /* event pipe, write end (owned: closed at

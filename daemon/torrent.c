@@ -129,13 +129,28 @@ torrent_recount(struct torrent *t)
 {
     t->size_wanted = 0;
     t->have_wanted = 0;
+    t->size_total = 0;
+    t->have_total = 0;
     for (size_t i = 0; i < torrent_n_files(t); i++) {
         const struct meta_file *f = &t->meta->files[i];
-        if ((f->attr & META_ATTR_PAD) || !torrent_file_wanted(t, i))
+        if (f->attr & META_ATTR_PAD)
+            continue;
+        uint64_t have = t->file_have ? t->file_have[i] : 0;
+        if (have > f->length)
+            have = f->length; /* never: torrent_file_have() clips */
+        t->size_total += f->length;
+        t->have_total += have;
+        if (!torrent_file_wanted(t, i))
             continue;
         t->size_wanted += f->length;
-        t->have_wanted += t->file_have ? t->file_have[i] : 0;
+        t->have_wanted += have;
     }
+}
+
+uint64_t
+torrent_bytes_missing(const struct torrent *t)
+{
+    return t->size_total > t->have_total ? t->size_total - t->have_total : 0;
 }
 
 bool

@@ -71,16 +71,18 @@ struct torrent {
     uint64_t *file_have;  /* owned: verified bytes per file, or NULL */
     uint64_t size_wanted; /* cached by torrent_recount() */
     uint64_t have_wanted;
+    uint64_t size_total;  /* every non-pad file, wanted or not: cached */
+    uint64_t have_total;  /* by torrent_recount() too */
 
     /* The session's bookkeeping. */
     unsigned jobs;        /* worker jobs that borrow this record */
     bool removed;         /* out of the session; freed at jobs == 0 */
     bool check_wanted;    /* verify once the running check ends */
-    void *check;          /* the running check (session-owned) */
-    uint32_t check_done;  /* pieces checked so far (for progress) */
     bool completion_pending; /* completed by a flush while stopped or
                               * moving: session_settle() makes it
                               * seeding and announces it then */
+    void *check;          /* the running check (session-owned) */
+    uint32_t check_done;  /* pieces checked so far (for progress) */
     void *move;           /* the running torrent.move (session-owned) */
     uint64_t queue_order; /* order of start, for the queue */
 
@@ -115,9 +117,16 @@ size_t torrent_n_files(const struct torrent *t);
 /* Is file i wanted (priority not skip)? */
 bool torrent_file_wanted(const struct torrent *t, size_t i);
 
-/* Recompute size_wanted and have_wanted from file_have and priority.
- * Cost: O(files). */
+/* Recompute size_wanted and have_wanted from file_have and priority, and
+ * size_total and have_total (the same over every non-pad file, wanted or
+ * not) from file_have.  Call it after every change to file_have, priority
+ * or meta.  Cost: O(files). */
 void torrent_recount(struct torrent *t);
+
+/* Bytes of the whole torrent (pad files aside), wanted or not, that are
+ * not verified yet: what trackers call "left".  0 for a magnet (the
+ * caller decides what a missing size means).  Cost: O(1). */
+uint64_t torrent_bytes_missing(const struct torrent *t);
 
 /* Complete: has metadata and every wanted byte verified. */
 bool torrent_complete(const struct torrent *t);

@@ -137,6 +137,40 @@ def test_torrentd_pair(workdir, source, started, ctl, leech_enc, seed_enc,
     assert SIZE <= t["downloaded_bytes"] < SIZE * 1.05
 
 
+def test_prefer_remembers_a_plaintext_peer(workdir, source, started):
+    """prefer -> off: the first dial tries MSE, the seeder drops it and
+    the plaintext reconnect gets through.  The leecher remembers that this
+    peer speaks plaintext only: when the seeder restarts (and so no longer
+    knows the leecher, which must dial it again) the leecher's redial goes
+    straight to plaintext, so its log has one failed MSE handshake, not
+    one per connection."""
+    data, tor = source
+    seed, ih = td_seeder(workdir, started, data, tor, "off")
+    leech = td_node(workdir, started, "prefer", "td-leech",
+                    download_rate_limit="256k", log_level="debug")
+    leech.add(tor)
+    leech.add_peer(ih, seed.peer_address())
+    assert_crypto(the_peer(leech, ih), False, "none")
+
+    seed.stop()
+    peers.wait_until(
+        lambda: leech.call("torrent.peers", torrent=ih)["peers"] == [],
+        10, 0.1, "the leecher to lose the seeder")
+    seed.start()
+    seed.wait_state(ih, ("seeding",), 60)
+    before = leech.get(ih)["downloaded_bytes"]
+    # The leecher redials by itself (after its back-off).
+    p = the_peer(leech, ih, 30)
+    assert_crypto(p, False, "none")
+    assert p["incoming"] is False, p
+    peers.wait_until(lambda: leech.get(ih)["downloaded_bytes"] > before,
+                     20, 0.1, "data after the reconnect")
+    log = leech.daemon.stderr_text()
+    assert log.count("reconnecting in plaintext") == 1, leech.log_tail()
+    assert log.count("drops MSE: plaintext from now on") == 1, \
+        leech.log_tail()
+
+
 MATRIX_FAIL = [("require", "off"), ("off", "require")]
 
 

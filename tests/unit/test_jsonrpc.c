@@ -796,6 +796,39 @@ test_replies(void **state)
     free(line);
 }
 
+/* The control API version torrentctl checks before it asks for what a
+ * newer daemon knows ("*", torrent.progress: 1.1). */
+static void
+test_api_at_least(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *api;
+        unsigned major, minor;
+        bool want;
+    } cases[] = {
+        {"1.2.0", 1, 1, true},  {"1.1.0", 1, 1, true},
+        {"1.1", 1, 1, true},    {"1.0", 1, 1, false},
+        {"1.0.9", 1, 1, false}, {"2.0", 1, 1, true},
+        {"0.9", 1, 1, false},   {"1.10", 1, 2, true},
+        {"1.2.0", 1, 3, false}, {"10.0", 9, 99, true},
+        {"1", 1, 0, false},     {"1.", 1, 0, false},
+        {".1", 0, 1, false},    {"", 0, 0, false},
+        {"1.1.", 1, 1, false},  {"1.1.0.0", 1, 1, false},
+        {"1.1x", 1, 1, false},  {"v1.1", 1, 1, false},
+        {"-1.1", 0, 0, false},  {"1.1 ", 1, 1, false},
+        {"99999999999.0", 1, 1, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bool got = jsonrpc_api_at_least(cases[i].api, cases[i].major,
+                                        cases[i].minor);
+        if (got != cases[i].want)
+            fail_msg("'%s' >= %u.%u: got %d", cases[i].api, cases[i].major,
+                     cases[i].minor, got);
+    }
+    assert_false(jsonrpc_api_at_least(NULL, 0, 0));
+}
+
 int
 main(void)
 {
@@ -815,6 +848,7 @@ main(void)
         cmocka_unit_test(test_batches),
         cmocka_unit_test(test_build),
         cmocka_unit_test(test_replies),
+        cmocka_unit_test(test_api_at_least),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

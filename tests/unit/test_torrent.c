@@ -179,6 +179,71 @@ test_file_have_and_sizes(void **state)
     torrent_free(t);
 }
 
+/* The totals (what trackers are told is "left") count every non-pad
+ * file, wanted or not, and follow every change of the bitfield. */
+static void
+test_totals(void **state)
+{
+    (void)state;
+    struct torrent *t;
+    assert_int_equal(torrent_new_meta(&t, make_meta("t"), 1, "/dl", 5), 0);
+    assert_int_equal(t->size_total, 50000);
+    assert_int_equal(t->have_total, 0);
+    assert_int_equal(torrent_bytes_missing(t), 50000);
+
+    /* Piece 1 spans a and b; skip b: wanted and total part ways. */
+    t->priority = malloc(2);
+    t->priority[0] = STATE_PRIO_NORMAL;
+    t->priority[1] = STATE_PRIO_SKIP;
+    uint8_t *h = malloc(1);
+    uint64_t *f = malloc(2 * sizeof(*f));
+    *h = 0x40;
+    torrent_file_have(t->meta, h, 4, f);
+    torrent_set_have(t, h, 4, f);
+    assert_int_equal(t->size_wanted, 20000);
+    assert_int_equal(t->have_wanted, 20000 - 16384);
+    assert_int_equal(t->size_total, 50000);
+    assert_int_equal(t->have_total, 16384);
+    assert_int_equal(torrent_bytes_missing(t), 50000 - 16384);
+
+    /* Every wanted byte: complete, yet no seed (b is missing). */
+    t->have[0] = 0xc0;
+    torrent_file_have(t->meta, t->have, 4, t->file_have);
+    torrent_recount(t);
+    assert_true(torrent_complete(t));
+    assert_int_equal(torrent_bytes_missing(t), 50000 - 32768);
+
+    /* The whole torrent. */
+    t->have[0] = 0xf0;
+    torrent_file_have(t->meta, t->have, 4, t->file_have);
+    torrent_recount(t);
+    assert_int_equal(t->have_total, 50000);
+    assert_int_equal(torrent_bytes_missing(t), 0);
+
+    /* A piece lost again (a failed flush) and the resume path. */
+    t->have[0] = 0x70;
+    torrent_file_have(t->meta, t->have, 4, t->file_have);
+    torrent_recount(t);
+    assert_int_equal(torrent_bytes_missing(t), 16384);
+    torrent_set_have(t, NULL, 0, NULL);
+    assert_int_equal(t->have_total, 0);
+    assert_int_equal(torrent_bytes_missing(t), 50000);
+
+    uint8_t have = 0xf0;
+    char dir[] = "/dl";
+    struct state_resume r = {.download_dir = dir, .have = &have, .pieces = 4};
+    assert_int_equal(torrent_apply_resume(t, &r), 0);
+    assert_int_equal(torrent_bytes_missing(t), 0);
+    torrent_free(t);
+
+    /* A magnet has no size yet. */
+    struct torrent *m =
+        make_magnet_torrent("abcdef0123456789abcdef0123456789abcdef01", 2);
+    assert_int_equal(m->size_total, 0);
+    assert_int_equal(torrent_bytes_missing(m), 0);
+    torrent_free(m);
+}
+
 static void
 test_resume(void **state)
 {
@@ -322,6 +387,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_file_have_and_sizes),
+        cmocka_unit_test(test_totals),
         cmocka_unit_test(test_resume),
         cmocka_unit_test(test_json),
     };
