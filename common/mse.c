@@ -21,6 +21,8 @@
 #include <openssl/provider.h>
 #include <openssl/rand.h>
 
+#include "common/be.h"
+
 /* The spec's prime (768 bits; it is not the Oakley group 1 prime, whose
  * tail differs), generator 2. */
 static const uint8_t dh_prime[MSE_KEY_LEN] = {
@@ -416,35 +418,6 @@ rand_len(unsigned max, size_t *ret)
     return r;
 }
 
-static void
-put16(uint8_t *p, unsigned v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static unsigned
-get16(const uint8_t *p)
-{
-    return (unsigned)p[0] << 8 | p[1];
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-           p[3];
-}
-
 /* Room for n more output bytes (the buffer is sized at mse_new() for
  * the whole handshake: this never grows it). */
 static uint8_t *
@@ -504,10 +477,10 @@ out_step3(struct mse *m)
         p[MSE_HASH_LEN + i] = req2[i] ^ m->req3[i];
     uint8_t *e = p + 2 * MSE_HASH_LEN;
     memset(e, 0, MSE_VC_LEN);
-    put32(e + MSE_VC_LEN, m->crypto);
-    put16(e + MSE_VC_LEN + 4, (unsigned)padc);
+    be32_put(e + MSE_VC_LEN, m->crypto);
+    be16_put(e + MSE_VC_LEN + 4, (unsigned)padc);
     memset(e + HEAD3_LEN, 0, padc);
-    put16(e + HEAD3_LEN + padc, (unsigned)m->ia_len);
+    be16_put(e + HEAD3_LEN + padc, (unsigned)m->ia_len);
     if (m->ia_len)
         memcpy(e + HEAD3_LEN + padc + 2, m->ia, m->ia_len);
     mse_rc4_apply(m->enc, e, e, HEAD3_LEN + padc + 2 + m->ia_len);
@@ -534,8 +507,8 @@ out_step4(struct mse *m)
     if (!p)
         return MSE_E_STATE;
     memset(p, 0, n);
-    put32(p + MSE_VC_LEN, m->selected);
-    put16(p + MSE_VC_LEN + 4, (unsigned)padd);
+    be32_put(p + MSE_VC_LEN, m->selected);
+    be16_put(p + MSE_VC_LEN + 4, (unsigned)padd);
     mse_rc4_apply(m->enc, p, p, n);
     return 0;
 }
@@ -782,8 +755,8 @@ mse_input(struct mse *m, const void *in_, size_t len, size_t *ret_used)
                     return fail(m, MSE_E_VC);
                 h += MSE_VC_LEN;
             }
-            uint32_t bits = get32(h);
-            m->pad_left = get16(h + 4);
+            uint32_t bits = be32_get(h);
+            m->pad_left = be16_get(h + 4);
             if (m->initiator) {
                 if ((bits != MSE_CRYPTO_PLAIN && bits != MSE_CRYPTO_RC4) ||
                     !(bits & m->crypto))
@@ -818,7 +791,7 @@ mse_input(struct mse *m, const void *in_, size_t len, size_t *ret_used)
                 goto more;
             mse_rc4_apply(m->dec, m->acc, m->acc, 2);
             m->acc_len = 0;
-            m->ia_len = get16(m->acc);
+            m->ia_len = be16_get(m->acc);
             m->ia_have = 0;
             if (m->ia_len > m->ia_max)
                 return fail(m, MSE_E_IA_LEN);

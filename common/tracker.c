@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/be.h"
 #include "common/bencode.h"
 #include "common/buf.h"
 
@@ -716,42 +717,13 @@ out:
 
 /* --- UDP ---------------------------------------------------------------- */
 
-static void
-put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static void
-put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    put32(p + 4, (uint32_t)v);
-}
-
-static uint32_t
-get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t
-get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) << 32 | get32(p + 4);
-}
-
 size_t
 tracker_udp_connect_req(uint8_t out[TRACKER_UDP_CONNECT_LEN],
                         uint32_t transaction_id)
 {
-    put64(out, TRACKER_UDP_PROTOCOL_ID);
-    put32(out + 8, TRACKER_UDP_CONNECT);
-    put32(out + 12, transaction_id);
+    be64_put(out, TRACKER_UDP_PROTOCOL_ID);
+    be32_put(out + 8, TRACKER_UDP_CONNECT);
+    be32_put(out + 12, transaction_id);
     return TRACKER_UDP_CONNECT_LEN;
 }
 
@@ -760,18 +732,18 @@ tracker_udp_announce_req(uint8_t out[TRACKER_UDP_ANNOUNCE_LEN],
                          uint64_t connection_id, uint32_t transaction_id,
                          const struct tracker_announce_req *req)
 {
-    put64(out, connection_id);
-    put32(out + 8, TRACKER_UDP_ANNOUNCE);
-    put32(out + 12, transaction_id);
+    be64_put(out, connection_id);
+    be32_put(out + 8, TRACKER_UDP_ANNOUNCE);
+    be32_put(out + 12, transaction_id);
     memcpy(out + 16, req->info_hash, TRACKER_HASH_LEN);
     memcpy(out + 36, req->peer_id, TRACKER_PEER_ID_LEN);
-    put64(out + 56, req->downloaded);
-    put64(out + 64, req->left);
-    put64(out + 72, req->uploaded);
-    put32(out + 80, (uint32_t)req->event);
-    put32(out + 84, 0); /* IP address: the sender's */
-    put32(out + 88, req->key);
-    put32(out + 92, (uint32_t)(req->numwant < 0 ? -1 : req->numwant));
+    be64_put(out + 56, req->downloaded);
+    be64_put(out + 64, req->left);
+    be64_put(out + 72, req->uploaded);
+    be32_put(out + 80, (uint32_t)req->event);
+    be32_put(out + 84, 0); /* IP address: the sender's */
+    be32_put(out + 88, req->key);
+    be32_put(out + 92, (uint32_t)(req->numwant < 0 ? -1 : req->numwant));
     out[96] = (uint8_t)(req->port >> 8);
     out[97] = (uint8_t)req->port;
     return TRACKER_UDP_ANNOUNCE_LEN;
@@ -785,9 +757,9 @@ tracker_udp_scrape_req(uint8_t *out, size_t out_size, uint64_t connection_id,
     if (n == 0 || n > TRACKER_UDP_SCRAPE_MAX ||
         out_size < 16 + n * TRACKER_HASH_LEN)
         return 0;
-    put64(out, connection_id);
-    put32(out + 8, TRACKER_UDP_SCRAPE);
-    put32(out + 12, transaction_id);
+    be64_put(out, connection_id);
+    be32_put(out + 8, TRACKER_UDP_SCRAPE);
+    be32_put(out + 12, transaction_id);
     for (size_t i = 0; i < n; i++)
         memcpy(out + 16 + i * TRACKER_HASH_LEN, hashes[i], TRACKER_HASH_LEN);
     return 16 + n * TRACKER_HASH_LEN;
@@ -800,8 +772,8 @@ tracker_udp_peek(const void *buf, size_t len, uint32_t *ret_action,
     const uint8_t *p = buf;
     if (len < UDP_HEADER_LEN)
         return TRACKER_E_TRUNCATED;
-    *ret_action = get32(p);
-    *ret_transaction_id = get32(p + 4);
+    *ret_action = be32_get(p);
+    *ret_transaction_id = be32_get(p + 4);
     return 0;
 }
 
@@ -848,7 +820,7 @@ tracker_udp_parse(struct tracker_udp_resp *ret, const void *buf, size_t len,
     case TRACKER_UDP_CONNECT:
         if (len < UDP_CONNECT_RESP_LEN)
             return udp_fail(reterr_offset, TRACKER_E_TRUNCATED, len);
-        u.connection_id = get64(p + 8);
+        u.connection_id = be64_get(p + 8);
         break;
     case TRACKER_UDP_ANNOUNCE: {
         if (len < UDP_ANNOUNCE_RESP_LEN)
@@ -862,9 +834,9 @@ tracker_udp_parse(struct tracker_udp_resp *ret, const void *buf, size_t len,
         if (count > lim->max_peers)
             return udp_fail(reterr_offset, TRACKER_E_TOO_MANY,
                             UDP_ANNOUNCE_RESP_LEN + lim->max_peers * elem);
-        u.announce.interval = get32(p + 8);
-        u.announce.incomplete = get32(p + 12);
-        u.announce.complete = get32(p + 16);
+        u.announce.interval = be32_get(p + 8);
+        u.announce.incomplete = be32_get(p + 12);
+        u.announce.complete = be32_get(p + 16);
         if (count > 0) {
             u.announce.peers = calloc(count, sizeof(*u.announce.peers));
             if (!u.announce.peers)
@@ -894,9 +866,9 @@ tracker_udp_parse(struct tracker_udp_resp *ret, const void *buf, size_t len,
             const uint8_t *e = p + UDP_HEADER_LEN + i * UDP_SCRAPE_ENTRY_LEN;
             struct tracker_scrape_file *f = &u.scrape.files[i];
             memcpy(f->info_hash, hashes[i], TRACKER_HASH_LEN);
-            f->complete = get32(e);
-            f->downloaded = get32(e + 4);
-            f->incomplete = get32(e + 8);
+            f->complete = be32_get(e);
+            f->downloaded = be32_get(e + 4);
+            f->incomplete = be32_get(e + 8);
         }
         u.scrape.n_files = count;
         break;

@@ -18,6 +18,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "common/be.h"
 #include "common/bencode.h"
 #include "common/buf.h"
 #include "common/hex.h"
@@ -74,44 +75,6 @@ fail(int err, size_t off, size_t *reterr_offset)
     if (reterr_offset)
         *reterr_offset = off;
     return err;
-}
-
-/* --- byte order ------------------------------------------------------------ */
-
-static uint32_t
-get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-           p[3];
-}
-
-static uint64_t
-get_be64(const uint8_t *p)
-{
-    return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
-}
-
-static void
-put_be16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-}
-
-static void
-put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static void
-put_be64(uint8_t *p, uint64_t v)
-{
-    put_be32(p, (uint32_t)(v >> 32));
-    put_be32(p + 4, (uint32_t)v);
 }
 
 static uint32_t
@@ -659,7 +622,7 @@ put_compact(struct buf *out, const struct tracker_peer *peers, size_t n,
             continue;
         uint8_t e[COMPACT6_LEN];
         memcpy(e, peers[i].addr, alen);
-        put_be16(e + alen, peers[i].port);
+        be16_put(e + alen, peers[i].port);
         r = buf_append(out, e, each);
     }
     return r;
@@ -841,32 +804,32 @@ trkserve_udp_parse(struct trkserve_udp_req *ret, const void *buf, size_t len,
     if (len < UDP_HEAD_LEN)
         return fail(TRKSERVE_E_TRUNCATED, len, reterr_offset);
     memset(&q, 0, sizeof(q));
-    q.action = get_be32(p + 8);
-    q.transaction_id = get_be32(p + 12);
+    q.action = be32_get(p + 8);
+    q.transaction_id = be32_get(p + 12);
     switch (q.action) {
     case TRACKER_UDP_CONNECT:
-        if (get_be64(p) != TRACKER_UDP_PROTOCOL_ID)
+        if (be64_get(p) != TRACKER_UDP_PROTOCOL_ID)
             return fail(TRKSERVE_E_PROTOCOL, 0, reterr_offset);
         break;
     case TRACKER_UDP_ANNOUNCE: {
         struct trkserve_announce *a = &q.announce;
         if (len < UDP_ANNOUNCE_REQ_LEN)
             return fail(TRKSERVE_E_TRUNCATED, len, reterr_offset);
-        q.connection_id = get_be64(p);
+        q.connection_id = be64_get(p);
         memcpy(a->info_hash, p + 16, TRACKER_HASH_LEN);
         memcpy(a->peer_id, p + 36, TRACKER_PEER_ID_LEN);
-        a->downloaded = get_be64(p + 56);
-        a->left = get_be64(p + 64);
+        a->downloaded = be64_get(p + 56);
+        a->left = be64_get(p + 64);
         a->has_left = true;
-        a->uploaded = get_be64(p + 72);
-        uint32_t ev = get_be32(p + 80);
+        a->uploaded = be64_get(p + 72);
+        uint32_t ev = be32_get(p + 80);
         if (ev >= TRACKER_EVENT_MAX)
             return fail(TRKSERVE_E_EVENT, 80, reterr_offset);
         a->event = (enum tracker_event)ev;
         memcpy(&q.ip, p + 84, 4);
         memcpy(a->key, p + 88, 4);
         a->key_len = 4;
-        int32_t nw = (int32_t)get_be32(p + 92);
+        int32_t nw = (int32_t)be32_get(p + 92);
         a->numwant = nw < 0 ? -1 : nw;
         a->port = (uint16_t)(p[96] << 8 | p[97]);
         if (a->port == 0)
@@ -875,7 +838,7 @@ trkserve_udp_parse(struct trkserve_udp_req *ret, const void *buf, size_t len,
         break;
     }
     case TRACKER_UDP_SCRAPE: {
-        q.connection_id = get_be64(p);
+        q.connection_id = be64_get(p);
         size_t n = (len - UDP_HEAD_LEN) / TRACKER_HASH_LEN;
         if (n == 0 || UDP_HEAD_LEN + n * TRACKER_HASH_LEN != len)
             return fail(TRKSERVE_E_TRUNCATED, len, reterr_offset);
@@ -903,14 +866,14 @@ trkserve_conn_id(const uint8_t secret[TRKSERVE_SECRET_LEN],
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned md_len = 0;
     size_t alen = addr->family == AF_INET6 ? 16 : 4;
-    put_be64(msg, bucket);
+    be64_put(msg, bucket);
     msg[8] = addr->family;
     memcpy(msg + 9, addr->addr, alen);
     if (!HMAC(EVP_sha1(), secret, TRKSERVE_SECRET_LEN, msg, 9 + alen, md,
               &md_len) ||
         md_len < 8)
         return 0; /* never valid: see trkserve_conn_id_valid() */
-    return get_be64(md);
+    return be64_get(md);
 }
 
 bool
@@ -932,9 +895,9 @@ trkserve_udp_connect_resp(uint8_t *out, size_t out_size,
 {
     if (out_size < TRKSERVE_UDP_CONNECT_RESP_LEN)
         return 0;
-    put_be32(out, TRACKER_UDP_CONNECT);
-    put_be32(out + 4, transaction_id);
-    put_be64(out + 8, connection_id);
+    be32_put(out, TRACKER_UDP_CONNECT);
+    be32_put(out + 4, transaction_id);
+    be64_put(out + 8, connection_id);
     return TRKSERVE_UDP_CONNECT_RESP_LEN;
 }
 
@@ -949,11 +912,11 @@ trkserve_udp_announce_resp(uint8_t *out, size_t out_size,
     size_t alen = family == AF_INET6 ? 16 : 4;
     if (out_size < TRKSERVE_UDP_ANNOUNCE_HEAD_LEN)
         return 0;
-    put_be32(out, TRACKER_UDP_ANNOUNCE);
-    put_be32(out + 4, transaction_id);
-    put_be32(out + 8, interval);
-    put_be32(out + 12, leechers);
-    put_be32(out + 16, seeders);
+    be32_put(out, TRACKER_UDP_ANNOUNCE);
+    be32_put(out + 4, transaction_id);
+    be32_put(out + 8, interval);
+    be32_put(out + 12, leechers);
+    be32_put(out + 16, seeders);
     size_t o = TRKSERVE_UDP_ANNOUNCE_HEAD_LEN;
     for (size_t i = 0; i < n; i++) {
         if (peers[i].family != family)
@@ -961,7 +924,7 @@ trkserve_udp_announce_resp(uint8_t *out, size_t out_size,
         if (out_size - o < each)
             break;
         memcpy(out + o, peers[i].addr, alen);
-        put_be16(out + o + alen, peers[i].port);
+        be16_put(out + o + alen, peers[i].port);
         o += each;
     }
     return o;
@@ -975,13 +938,13 @@ trkserve_udp_scrape_resp(uint8_t *out, size_t out_size,
     size_t need = 8 + n * TRKSERVE_UDP_SCRAPE_ENTRY_LEN;
     if (n > TRACKER_UDP_SCRAPE_MAX || out_size < need)
         return 0;
-    put_be32(out, TRACKER_UDP_SCRAPE);
-    put_be32(out + 4, transaction_id);
+    be32_put(out, TRACKER_UDP_SCRAPE);
+    be32_put(out + 4, transaction_id);
     for (size_t i = 0; i < n; i++) {
         uint8_t *e = out + 8 + i * TRKSERVE_UDP_SCRAPE_ENTRY_LEN;
-        put_be32(e, clamp32(files[i].complete));
-        put_be32(e + 4, clamp32(files[i].downloaded));
-        put_be32(e + 8, clamp32(files[i].incomplete));
+        be32_put(e, clamp32(files[i].complete));
+        be32_put(e + 4, clamp32(files[i].downloaded));
+        be32_put(e + 8, clamp32(files[i].incomplete));
     }
     return need;
 }
@@ -995,8 +958,8 @@ trkserve_udp_error(uint8_t *out, size_t out_size, uint32_t transaction_id,
         ml = TRKSERVE_UDP_ERROR_MAX;
     if (out_size < 8 + ml)
         return 0;
-    put_be32(out, TRACKER_UDP_ERROR);
-    put_be32(out + 4, transaction_id);
+    be32_put(out, TRACKER_UDP_ERROR);
+    be32_put(out + 4, transaction_id);
     memcpy(out + 8, message, ml);
     return 8 + ml;
 }

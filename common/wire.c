@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "common/be.h"
 #include "common/bencode.h"
 #include "common/buf.h"
 
@@ -55,28 +56,6 @@ wire_strerror(int err)
     if (err > 0 || err <= WIRE_E_MIN)
         return "unknown error";
     return wire_errors[-err];
-}
-
-static uint32_t
-rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
-           p[3];
-}
-
-static uint16_t
-rd16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static void
-wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
 }
 
 /* --- handshake --- */
@@ -442,7 +421,7 @@ wire_decode(struct wire_decoder *dec, struct wire_msg *ret_msg, const void *buf,
         dec->need = WIRE_PREFIX_LEN;
         return 0;
     }
-    uint32_t n = rd32(p);
+    uint32_t n = be32_get(p);
     if (n == 0) {
         m.type = WIRE_KEEPALIVE;
         *ret_msg = m;
@@ -491,13 +470,13 @@ wire_decode(struct wire_decoder *dec, struct wire_msg *ret_msg, const void *buf,
 
     /* A piece's header is checked before its block arrives. */
     if (id == WIRE_PIECE && len >= WIRE_PIECE_HEADER_LEN) {
-        uint32_t index = rd32(p + 5), begin = rd32(p + 9);
+        uint32_t index = be32_get(p + 5), begin = be32_get(p + 9);
         if (index_bad(dec, index))
             return fail(dec, WIRE_E_INDEX, 5);
         if (range_bad(dec, index, begin, n - 9))
             return fail(dec, WIRE_E_BLOCK_RANGE, 9);
     } else if (id == WIRE_PIECE && len >= 9) {
-        if (index_bad(dec, rd32(p + 5)))
+        if (index_bad(dec, be32_get(p + 5)))
             return fail(dec, WIRE_E_INDEX, 5);
     }
 
@@ -512,16 +491,16 @@ wire_decode(struct wire_decoder *dec, struct wire_msg *ret_msg, const void *buf,
     case WIRE_HAVE:
     case WIRE_SUGGEST:
     case WIRE_ALLOWED_FAST:
-        m.index = rd32(p + 5);
+        m.index = be32_get(p + 5);
         if (index_bad(dec, m.index))
             return fail(dec, WIRE_E_INDEX, 5);
         break;
     case WIRE_REQUEST:
     case WIRE_CANCEL:
     case WIRE_REJECT:
-        m.index = rd32(p + 5);
-        m.begin = rd32(p + 9);
-        m.length = rd32(p + 13);
+        m.index = be32_get(p + 5);
+        m.begin = be32_get(p + 9);
+        m.length = be32_get(p + 13);
         if (index_bad(dec, m.index))
             return fail(dec, WIRE_E_INDEX, 5);
         if (m.length == 0 || m.length > dec->lim.max_block)
@@ -530,8 +509,8 @@ wire_decode(struct wire_decoder *dec, struct wire_msg *ret_msg, const void *buf,
             return fail(dec, WIRE_E_BLOCK_RANGE, 9);
         break;
     case WIRE_PIECE:
-        m.index = rd32(p + 5);
-        m.begin = rd32(p + 9);
+        m.index = be32_get(p + 5);
+        m.begin = be32_get(p + 9);
         m.length = n - 9;
         m.data = p + WIRE_PIECE_HEADER_LEN;
         m.data_len = n - 9;
@@ -546,7 +525,7 @@ wire_decode(struct wire_decoder *dec, struct wire_msg *ret_msg, const void *buf,
         }
         break;
     case WIRE_PORT:
-        m.port = rd16(p + 5);
+        m.port = be16_get(p + 5);
         break;
     case WIRE_EXTENDED:
         m.ext_id = p[5];
@@ -569,7 +548,7 @@ wire_put_keepalive(void *out, size_t size)
 {
     if (size < WIRE_KEEPALIVE_LEN)
         return -EMSGSIZE;
-    wr32(out, 0);
+    be32_put(out, 0);
     return WIRE_KEEPALIVE_LEN;
 }
 
@@ -577,7 +556,7 @@ wire_put_keepalive(void *out, size_t size)
 static void
 put_head(uint8_t *p, size_t total, uint8_t id)
 {
-    wr32(p, (uint32_t)(total - WIRE_PREFIX_LEN));
+    be32_put(p, (uint32_t)(total - WIRE_PREFIX_LEN));
     p[4] = id;
 }
 
@@ -601,7 +580,7 @@ wire_put_have(void *out, size_t size, enum wire_type type, uint32_t index)
         return -EMSGSIZE;
     uint8_t *p = out;
     put_head(p, WIRE_HAVE_LEN, (uint8_t)type);
-    wr32(p + 5, index);
+    be32_put(p + 5, index);
     return WIRE_HAVE_LEN;
 }
 
@@ -615,9 +594,9 @@ static void
 put_block(uint8_t *p, enum wire_type type, const struct wire_block *b)
 {
     put_head(p, WIRE_REQUEST_LEN, (uint8_t)type);
-    wr32(p + 5, b->index);
-    wr32(p + 9, b->begin);
-    wr32(p + 13, b->length);
+    be32_put(p + 5, b->index);
+    be32_put(p + 9, b->begin);
+    be32_put(p + 13, b->length);
 }
 
 int
@@ -681,10 +660,10 @@ wire_put_piece_header(void *out, size_t size, uint32_t index, uint32_t begin,
     if (size < WIRE_PIECE_HEADER_LEN)
         return -EMSGSIZE;
     uint8_t *p = out;
-    wr32(p, 9 + block_len);
+    be32_put(p, 9 + block_len);
     p[4] = WIRE_PIECE;
-    wr32(p + 5, index);
-    wr32(p + 9, begin);
+    be32_put(p + 5, index);
+    be32_put(p + 9, begin);
     return WIRE_PIECE_HEADER_LEN;
 }
 
@@ -697,7 +676,7 @@ wire_put_extended_header(void *out, size_t size, uint8_t ext_id,
     if (size < WIRE_EXTENDED_HEADER_LEN)
         return -EMSGSIZE;
     uint8_t *p = out;
-    wr32(p, 2 + payload_len);
+    be32_put(p, 2 + payload_len);
     p[4] = WIRE_EXTENDED;
     p[5] = ext_id;
     return WIRE_EXTENDED_HEADER_LEN;
@@ -1020,7 +999,7 @@ wire_allowed_fast(uint32_t *ret, size_t k,
         memcpy(x, md, WIRE_HASH_LEN);
         xl = WIRE_HASH_LEN;
         for (size_t i = 0; i < 5 && n < k; i++) {
-            uint32_t index = rd32(x + 4 * i) % piece_count;
+            uint32_t index = be32_get(x + 4 * i) % piece_count;
             size_t j = 0;
             while (j < n && ret[j] != index)
                 j++;

@@ -931,6 +931,19 @@ send_pbuf(struct pc *pc)
 
 /* Write what is queued until the socket is full.  Control messages go
  * between blocks, never inside one. */
+/* The piece message in flight has left whole: count it. */
+static void
+piece_sent(struct pc *pc)
+{
+    pc->piece_active = false;
+    if (pc->up_bytes == 0)
+        pc->up_since_ms = pc->now_ms;
+    pc->up_bytes += pc->plen;
+    pc->up_blocks++;
+    if (pc->up_bytes >= PCONN_UPLOAD_FLUSH)
+        ev_uploaded(pc);
+}
+
 static void
 do_send(struct pc *pc)
 {
@@ -939,13 +952,7 @@ do_send(struct pc *pc)
             int r = send_pbuf(pc);
             if (r != 0)
                 return;
-            pc->piece_active = false;
-            if (pc->up_bytes == 0)
-                pc->up_since_ms = pc->now_ms;
-            pc->up_bytes += pc->plen;
-            pc->up_blocks++;
-            if (pc->up_bytes >= PCONN_UPLOAD_FLUSH)
-                ev_uploaded(pc);
+            piece_sent(pc);
             continue;
         }
         if (pc->piece_active) {
@@ -974,13 +981,7 @@ do_send(struct pc *pc)
                 pc_fail(pc, PCONN_R_STORAGE, r);
                 return;
             }
-            pc->piece_active = false;
-            if (pc->up_bytes == 0)
-                pc->up_since_ms = pc->now_ms;
-            pc->up_bytes += pc->plen;
-            pc->up_blocks++;
-            if (pc->up_bytes >= PCONN_UPLOAD_FLUSH)
-                ev_uploaded(pc);
+            piece_sent(pc);
             continue;
         }
         if (pc->out_off < pc->out.len) {

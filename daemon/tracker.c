@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/be.h"
 #include "common/buf.h"
 #include "common/metainfo.h"
 #include "daemon/trk_http.h"
@@ -169,8 +170,7 @@ announce_key(const uint8_t info_hash[TRACKER_HASH_LEN])
     if (EVP_Digest(in, sizeof(in), md, &md_len, EVP_sha1(), NULL) != 1 ||
         md_len < 4)
         return random_u32();
-    return (uint32_t)md[0] << 24 | (uint32_t)md[1] << 16 |
-           (uint32_t)md[2] << 8 | md[3];
+    return be32_get(md);
 }
 
 static void

@@ -27,6 +27,7 @@
 
 #include <ev.h>
 
+#include "common/be.h"
 #include "common/buf.h"
 #include "common/log.h"
 #include "daemon/config.h"
@@ -1147,9 +1148,7 @@ udp_packet(struct trksrv *t, size_t len, const struct sockaddr *sa,
         if (len >= 16 && (r == TRKSERVE_E_TRUNCATED ||
                           r == TRKSERVE_E_EVENT || r == TRKSERVE_E_PORT ||
                           r == TRKSERVE_E_TOO_MANY)) {
-            uint32_t tid = (uint32_t)t->udp_in[12] << 24 |
-                           (uint32_t)t->udp_in[13] << 16 |
-                           (uint32_t)t->udp_in[14] << 8 | t->udp_in[15];
+            uint32_t tid = be32_get(t->udp_in + 12);
             udp_error(t, tid, trkserve_strerror(r), sa, sa_len);
         }
         return;
