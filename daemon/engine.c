@@ -28,12 +28,14 @@
 #include <ev.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "common/log.h"
@@ -48,6 +50,7 @@
 #include "daemon/peerconn.h"
 #include "daemon/picker.h"
 #include "daemon/rate.h"
+#include "daemon/resolver.h"
 #include "daemon/session_int.h"
 #include "daemon/storage.h"
 #include "daemon/tracker.h"
@@ -72,6 +75,8 @@ struct engine_ctx {
     struct listen *ln;           /* owned, or NULL */
     struct trk_http *http;       /* owned, or NULL */
     struct trk_udp *udp;         /* owned, or NULL */
+    struct resolver *res;        /* owned, or NULL: x.pe names, and
+                                    lent to udp (freed after it) */
     struct tracker_set_config tcfg;
     char bind_ip[80]; /* numeric listen address, "" = any */
     struct sockaddr_storage self;
@@ -86,6 +91,13 @@ struct engine_ctx {
     void (*stop_done)(void *arg); /* engine_ctx_stop's, until x->dying
                                      is empty */
     void *stop_arg;
+};
+
+/* An x.pe name being resolved for a magnet's run. */
+struct xpe_lookup {
+    struct engine *e;           /* borrowed: cancels the lookup first */
+    struct resolver_lookup *lk; /* while resolving, or NULL */
+    char host[RESOLVER_HOST_MAX + 1];
 };
 
 struct cand {
@@ -185,6 +197,9 @@ struct engine {
     struct dhtsvc_announce *dht_ann; /* owned while running */
     struct dhtsvc_lookup *dht_lk;    /* a get_peers running, or NULL */
     int64_t dht_next_ms;
+    /* x.pe names of the magnet (e_start_magnet), cancelled by e_stop(). */
+    struct xpe_lookup *xpe; /* owned, or NULL */
+    size_t n_xpe;
 };
 
 static int64_t
@@ -208,6 +223,7 @@ static void fill(struct engine *e, struct epeer *ep);
 static void sources_tick(struct engine *e, int64_t now_ms);
 static void sources_stop(struct engine *e);
 static int e_start_magnet(struct engine *e);
+static void xpe_cancel(struct engine *e);
 static void connect_more(struct engine *e);
 static void magnet_keep_haves(struct epeer *ep, const uint32_t *pieces,
                               size_t n);
@@ -1640,6 +1656,7 @@ e_free(struct engine *e)
         e->next->prev = e->prev;
     if (e->t->engine == e)
         e->t->engine = NULL;
+    xpe_cancel(e);
     free(e->have);
     free(e->dir);
     free(e->by_pk);
@@ -1798,6 +1815,7 @@ static void
 e_stop(struct engine *e)
 {
     struct engine_ctx *x = e->x;
+    xpe_cancel(e); /* no answer comes after this */
     if (!e->running)
         return;
     flush_pending(e); /* verified pieces are recorded once durable */
@@ -1939,7 +1957,15 @@ engine_ctx_new(struct engine_ctx **ret, struct session *s)
         goto fail;
     if (trk_http_new(&x->http, x->loop) < 0)
         x->http = NULL;
-    struct trk_udp_config uc = {.bind_addr = x->bind_ip[0] ? x->bind_ip : NULL};
+    /* One resolver for x.pe names and UDP trackers (without it, trk_udp
+     * starts its own and x.pe names are skipped). */
+    if ((r = resolver_new(&x->res, x->loop, ENGINE_RESOLVER_THREADS)) < 0) {
+        log_warn("cannot start the name resolver: %s; x.pe names are "
+                 "ignored", strerror(-r));
+        x->res = NULL;
+    }
+    struct trk_udp_config uc = {.bind_addr = x->bind_ip[0] ? x->bind_ip : NULL,
+                                .resolver = x->res};
     if (trk_udp_new(&x->udp, x->loop, &uc) < 0)
         x->udp = NULL;
     x->tcfg.loop = x->loop;
@@ -2009,6 +2035,7 @@ engine_ctx_free(struct engine_ctx *x)
     }
     trk_http_free(x->http);
     trk_udp_free(x->udp);
+    resolver_free(x->res); /* after every user: engines, udp */
     free(x);
 }
 
@@ -2308,8 +2335,101 @@ magnet_done(void *arg, struct meta_info *meta, uint8_t *raw, size_t len)
     session_metadata_received(x->s, e->t, meta, raw, len);
 }
 
+/* Give up e's x.pe lookups: no xpe_resolved() comes after this. */
+static void
+xpe_cancel(struct engine *e)
+{
+    for (size_t i = 0; i < e->n_xpe; i++)
+        if (e->xpe[i].lk)
+            resolver_cancel(e->x->res, e->xpe[i].lk);
+    free(e->xpe);
+    e->xpe = NULL;
+    e->n_xpe = 0;
+}
+
+/* An x.pe name resolved (or not, or not in ENGINE_XPE_DNS_TIMEOUT_S):
+ * its addresses, at most ENGINE_XPE_ADDRS, of the family we dial from,
+ * become candidates like the numeric ones. */
+static void
+xpe_resolved(void *arg, int gai, const struct addrinfo *res)
+{
+    struct xpe_lookup *xl = arg;
+    struct engine *e = xl->e;
+    const struct engine_ctx *x = e->x;
+    xl->lk = NULL;
+    if (gai != 0) {
+        log_field(LOG_LEVEL_DEBUG, "TORRENT", e->t->hex,
+                  "x.pe '%s' does not resolve: %s, ignoring", xl->host,
+                  gai_strerror(gai));
+        return;
+    }
+    if (!e->running || x->freeing || x->s->stopping)
+        return;
+    unsigned n = 0;
+    for (; res && n < ENGINE_XPE_ADDRS; res = res->ai_next) {
+        if ((res->ai_family != AF_INET && res->ai_family != AF_INET6) ||
+            res->ai_addrlen > sizeof(struct sockaddr_storage) ||
+            (x->pcfg.bind_len &&
+             res->ai_family != x->pcfg.bind_addr.ss_family))
+            continue;
+        struct sockaddr_storage a;
+        memset(&a, 0, sizeof(a));
+        memcpy(&a, res->ai_addr, res->ai_addrlen);
+        if (addr_port(&a) == 0)
+            continue;
+        if (cand_add(e, &a, (socklen_t)res->ai_addrlen) >= 0)
+            n++;
+    }
+    log_field(LOG_LEVEL_DEBUG, "TORRENT", e->t->hex,
+              "x.pe '%s': %u address(es)", xl->host, n);
+    /* Last: it may end in callbacks that stop e (and free xl). */
+    if (n)
+        connect_more(e);
+}
+
+/* Start the lookup of an x.pe "name:port" (a bracketed address that did
+ * not parse is no name).  n_max: the size of e->xpe when it is made. */
+static int
+xpe_start(struct engine *e, const char *pe, size_t n_max)
+{
+    struct engine_ctx *x = e->x;
+    const char *colon = strrchr(pe, ':');
+    size_t hl = colon ? (size_t)(colon - pe) : 0;
+    if (!x->res || hl == 0 || hl > RESOLVER_HOST_MAX || pe[0] == '[' ||
+        memchr(pe, ':', hl) || colon[1] < '0' || colon[1] > '9' ||
+        e->n_xpe >= n_max)
+        return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || port == 0 || port > 65535)
+        return -EINVAL;
+    if (!e->xpe && !(e->xpe = calloc(n_max, sizeof(*e->xpe))))
+        return -ENOMEM;
+    struct xpe_lookup *xl = &e->xpe[e->n_xpe];
+    memset(xl, 0, sizeof(*xl));
+    xl->e = e;
+    memcpy(xl->host, pe, hl);
+    xl->host[hl] = '\0';
+    char service[8];
+    (void)snprintf(service, sizeof(service), "%lu", port);
+    int family = x->pcfg.bind_len ? x->pcfg.bind_addr.ss_family : AF_UNSPEC;
+    int r = resolver_lookup(x->res, xl->host, service, family, SOCK_STREAM,
+                            AI_NUMERICSERV, ENGINE_XPE_DNS_TIMEOUT_S,
+                            xpe_resolved, xl, &xl->lk);
+    if (r < 0) {
+        log_field(LOG_LEVEL_DEBUG, "TORRENT", e->t->hex,
+                  "cannot resolve x.pe '%s': %s, ignoring", xl->host,
+                  strerror(-r));
+        return r;
+    }
+    e->n_xpe++;
+    return 0;
+}
+
 /* Start e's run without metadata: peers from the magnet's trackers and
- * x.pe, torrent.add_peer, the DHT, PEX and LSD; ut_metadata from them. */
+ * x.pe (names resolved off the reactor), torrent.add_peer, the DHT, PEX
+ * and LSD; ut_metadata from them. */
 static int
 e_start_magnet(struct engine *e)
 {
@@ -2360,14 +2480,20 @@ e_start_magnet(struct engine *e)
         else
             e->ts = NULL;
     }
-    /* x.pe: numeric "ip:port" peers (names are not resolved). */
-    for (size_t i = 0; i < m->n_peers && i < ENGINE_XPE_MAX; i++) {
+    /* x.pe: numeric "ip:port" peers at once, "name:port" through the
+     * resolver (xpe_resolved); at most ENGINE_XPE_MAX of them. */
+    size_t n_pe = m->n_peers < ENGINE_XPE_MAX ? m->n_peers : ENGINE_XPE_MAX;
+    xpe_cancel(e);
+    for (size_t i = 0; i < n_pe; i++) {
         struct sockaddr_storage a;
         socklen_t len;
         memset(&a, 0, sizeof(a));
-        if (listen_parse_addr(m->peers[i], &a, &len) == 0 &&
-            addr_port(&a) != 0)
-            (void)cand_add(e, &a, len);
+        if (listen_parse_addr(m->peers[i], &a, &len) == 0) {
+            if (addr_port(&a) != 0)
+                (void)cand_add(e, &a, len);
+            continue;
+        }
+        (void)xpe_start(e, m->peers[i], n_pe);
     }
     for (size_t i = 0; i < e->n_cands; i++)
         if (e->cands[i].fails != UINT32_MAX)

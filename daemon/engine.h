@@ -48,6 +48,9 @@ struct torrent;
 #define ENGINE_PEX_CUR_MAX 200      /* our peers offered in PEX */
 #define ENGINE_PEX_ADD_MAX 100      /* peers taken from one PEX message */
 #define ENGINE_XPE_MAX 64           /* x.pe peers of a magnet */
+#define ENGINE_XPE_DNS_TIMEOUT_S 30.0 /* an x.pe name's lookup */
+#define ENGINE_XPE_ADDRS 8          /* addresses taken per x.pe name */
+#define ENGINE_RESOLVER_THREADS 2   /* x.pe and UDP tracker names */
 #define ENGINE_MAGNET_HAVES_MAX 65536 /* haves kept per peer before then */
 #define ENGINE_REQUEST_TIMEOUT_MS                                              \
     30000 /* no block for this long: the                                       \

@@ -1,23 +1,10 @@
 /* trk_udp — BEP 15 on the reactor.
  *
- * Name resolution.  A small pool of resolver threads (our own, not
- * getaddrinfo_a(): glibc's internal notification threads crash under
- * ThreadSanitizer) takes lookups from a job socket and calls the blocking
- * getaddrinfo().  A lookup must never be answered into a freed request or
- * a closed (and perhaps reused) descriptor, so:
- * - each lookup is a struct trk_udp_dns of its own, separate from the
- *   request, with an atomic state PENDING -> DONE (the resolver wins: the
- *   reactor owns it from then on) or PENDING -> ABANDONED (the reactor
- *   gave up: the resolver frees it);
- * - the resolver sends back only the lookup's id (never a pointer); the
- *   reactor looks the id up in its own list, so an id that arrives after
- *   a cancel is just ignored;
- * - the descriptors the resolvers use live in a small refcounted struct
- *   that each resolver thread holds, so they stay open until the last
- *   thread is gone.  trk_udp_free() closes the job socket's write end and
- *   does not wait: the threads drain the queue (freeing abandoned
- *   lookups without resolving them) and exit when they read end-of-file.
- * Atomics, no locks (STYLE.md §6).
+ * Name resolution is daemon/resolver's (its top comment says how a late
+ * answer can never reach a freed request): a request that waits for a
+ * name holds its lookup's handle and cancels it when it ends.  The
+ * resolver is the caller's (trk_udp_config.resolver) or, without one,
+ * trk_udp's own with TRK_UDP_RESOLVERS threads.
  */
 #include "daemon/trk_udp.h"
 
@@ -27,9 +14,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,31 +21,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "daemon/resolver.h"
+
 #define TRK_UDP_RECV_MAX 65536
-#define DNS_BATCH 32
-#define RESOLVERS 2                     /* resolver threads */
-#define RESOLVER_STACK (512u << 10)
-
-enum dns_state { DNS_PENDING, DNS_DONE, DNS_ABANDONED };
-
-/* Shared with the resolver threads; freed with the last reference. */
-struct trk_udp_chan {
-    atomic_uint refs;
-    int jobs_r;                 /* owned: lookups to do (pointers) */
-    int res_w;                  /* owned: lookups done (ids) */
-};
-
-struct trk_udp_dns {
-    atomic_int state;           /* enum dns_state */
-    uint64_t id;
-    struct trk_udp_req *req;    /* borrowed, NULL once cancelled (reactor) */
-    struct trk_udp_dns *prev, *next; /* the reactor's list */
-    int gai;                    /* written by the resolver before DONE */
-    struct addrinfo *res;       /* owned; likewise */
-    struct addrinfo hints;
-    char host[TRACKER_UDP_HOST_MAX + 1];
-    char service[8];
-};
+#define TRK_UDP_RESOLVERS 2     /* threads of trk_udp's own resolver */
 
 enum req_kind { REQ_ANNOUNCE, REQ_SCRAPE };
 enum req_state { RS_RESOLVING, RS_CONNECTING, RS_SENT };
@@ -81,7 +44,7 @@ struct trk_udp_req {
      * first address of the other family, as resolved), or family 0. */
     struct sockaddr_storage alt;
     socklen_t alt_len;
-    struct trk_udp_dns *dns;    /* borrowed, while resolving */
+    struct resolver_lookup *lk; /* while resolving, or NULL */
     uint32_t tid;
     unsigned tries, max_tries, connects;
     ev_timer timer;
@@ -105,12 +68,8 @@ struct trk_udp {
     ev_io io4, io6;
     struct trk_udp_req *reqs;   /* owned */
     size_t n_reqs;
-    struct trk_udp_dns *dns;    /* owned (DONE) or shared (PENDING) */
-    uint64_t next_dns_id;
-    struct trk_udp_chan *chan;  /* a reference */
-    int jobs_w;                 /* owned: to the resolvers */
-    int dns_rfd;                /* owned: from the resolvers */
-    ev_io dns_io;
+    struct resolver *res;       /* owned if own_res, else borrowed */
+    bool own_res;
     struct conn_entry conns[TRK_UDP_CONN_CACHE];
     size_t n_conns;
     uint64_t dropped;
@@ -148,85 +107,6 @@ random_tid(void)
     return v ? v : 1; /* 0 means "nothing sent yet" */
 }
 
-static void
-chan_unref(struct trk_udp_chan *c)
-{
-    if (atomic_fetch_sub(&c->refs, 1) == 1) {
-        if (c->jobs_r >= 0)
-            close(c->jobs_r);
-        if (c->res_w >= 0)
-            close(c->res_w);
-        free(c);
-    }
-}
-
-static void
-dns_free(struct trk_udp_dns *d)
-{
-    if (d->res)
-        freeaddrinfo(d->res);
-    free(d);
-}
-
-static void
-dns_unlink(struct trk_udp *u, struct trk_udp_dns *d)
-{
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        u->dns = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
-    d->prev = d->next = NULL;
-}
-
-/* Give up a lookup.  Unlinked first: once ABANDONED, the resolver may
- * free it at any moment.  If the resolver already finished it (DONE), it
- * is ours to free; its id, when it arrives, matches nothing. */
-static void
-dns_abandon(struct trk_udp *u, struct trk_udp_dns *d)
-{
-    int expect = DNS_PENDING;
-    dns_unlink(u, d);
-    if (!atomic_compare_exchange_strong(&d->state, &expect, DNS_ABANDONED))
-        dns_free(d);
-}
-
-/* A resolver thread: lookups until the reactor closes the job socket. */
-static void *
-resolver_main(void *arg)
-{
-    struct trk_udp_chan *c = arg;
-    for (;;) {
-        struct trk_udp_dns *d;
-        ssize_t n = recv(c->jobs_r, &d, sizeof(d), 0);
-        if (n == 0)
-            break;
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n != (ssize_t)sizeof(d))
-            break;
-        if (atomic_load(&d->state) == DNS_ABANDONED) {
-            dns_free(d);
-            continue;
-        }
-        d->gai = getaddrinfo(d->host, d->service, &d->hints, &d->res);
-        uint64_t id = d->id;
-        int expect = DNS_PENDING;
-        if (atomic_compare_exchange_strong(&d->state, &expect, DNS_DONE)) {
-            /* d is the reactor's now: do not touch it again.  If this
-             * send fails (the reactor is gone or far behind), the
-             * request's own DNS timeout ends it. */
-            (void)send(c->res_w, &id, sizeof(id),
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
-        } else {
-            dns_free(d);
-        }
-    }
-    chan_unref(c);
-    return NULL;
-}
-
 /* --- requests ----------------------------------------------------------- */
 
 static void
@@ -234,8 +114,8 @@ req_unlink_free(struct trk_udp_req *r)
 {
     struct trk_udp *u = r->u;
     ev_timer_stop(u->loop, &r->timer);
-    if (r->dns)
-        dns_abandon(u, r->dns);
+    if (r->lk)
+        resolver_cancel(u->res, r->lk);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -473,60 +353,22 @@ req_resolved(struct trk_udp_req *r, int gai, const struct addrinfo *ai)
 }
 
 static void
-dns_read_cb(struct ev_loop *loop, ev_io *w, int revents)
+resolved_cb(void *arg, int gai, const struct addrinfo *res)
 {
-    struct trk_udp *u = w->data;
-    (void)loop;
-    (void)revents;
-    for (int i = 0; i < DNS_BATCH; i++) {
-        uint64_t id;
-        ssize_t n = recv(u->dns_rfd, &id, sizeof(id), MSG_DONTWAIT);
-        if (n != (ssize_t)sizeof(id))
-            return;
-        struct trk_udp_dns *d = u->dns;
-        while (d && d->id != id)
-            d = d->next;
-        if (!d || atomic_load(&d->state) != DNS_DONE)
-            continue;
-        dns_unlink(u, d);
-        struct trk_udp_req *r = d->req;
-        if (r) {
-            r->dns = NULL;
-            req_resolved(r, d->gai, d->res);
-        }
-        dns_free(d);
-    }
+    struct trk_udp_req *r = arg;
+    r->lk = NULL;
+    req_resolved(r, gai, res);
 }
 
 static int
 start_resolve(struct trk_udp *u, struct trk_udp_req *r)
 {
-    struct trk_udp_dns *d = calloc(1, sizeof(*d));
-    if (!d)
-        return -ENOMEM;
-    atomic_init(&d->state, DNS_PENDING);
-    d->id = ++u->next_dns_id;
-    d->req = r;
-    memcpy(d->host, r->url.host, sizeof(d->host));
-    (void)snprintf(d->service, sizeof(d->service), "%u",
-                   (unsigned)r->url.port);
-    d->hints.ai_socktype = SOCK_DGRAM;
-    d->hints.ai_flags = AI_NUMERICSERV;
-    d->hints.ai_family = u->bind_len ? u->bind.ss_family : AF_UNSPEC;
-    /* Listed first: the resolver may answer before send() returns. */
-    d->next = u->dns;
-    if (u->dns)
-        u->dns->prev = d;
-    u->dns = d;
-    if (send(u->jobs_w, &d, sizeof(d), MSG_NOSIGNAL | MSG_DONTWAIT) !=
-        (ssize_t)sizeof(d)) {
-        int e = errno == EAGAIN ? -EAGAIN : -errno;
-        dns_unlink(u, d);
-        free(d);
-        return e;
-    }
-    r->dns = d;
-    return 0;
+    char service[8];
+    (void)snprintf(service, sizeof(service), "%u", (unsigned)r->url.port);
+    return resolver_lookup(u->res, r->url.host, service,
+                           u->bind_len ? u->bind.ss_family : AF_UNSPEC,
+                           SOCK_DGRAM, AI_NUMERICSERV, 0., resolved_cb, r,
+                           &r->lk);
 }
 
 static int
@@ -737,54 +579,6 @@ recv_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 /* --- lifecycle ---------------------------------------------------------- */
 
-/* The sockets and the resolver threads (all signals blocked in them). */
-static int
-start_resolvers(struct trk_udp *u)
-{
-    int jobs[2], res[2], r = 0;
-    struct trk_udp_chan *c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    c->jobs_r = c->res_w = -1;
-    atomic_init(&c->refs, 1);
-    u->chan = c;
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, jobs) < 0)
-        return -errno;
-    u->jobs_w = jobs[0];
-    c->jobs_r = jobs[1];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                   0, res) < 0)
-        return -errno;
-    u->dns_rfd = res[0];
-    c->res_w = res[1];
-
-    pthread_attr_t attr;
-    sigset_t all, old;
-    if (pthread_attr_init(&attr) != 0)
-        return -ENOMEM;
-    (void)pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    (void)pthread_attr_setstacksize(&attr, RESOLVER_STACK);
-    sigfillset(&all);
-    (void)pthread_sigmask(SIG_SETMASK, &all, &old);
-    for (int i = 0; i < RESOLVERS; i++) {
-        pthread_t th;
-        atomic_fetch_add(&c->refs, 1);
-        int e = pthread_create(&th, &attr, resolver_main, c);
-        if (e != 0) {
-            atomic_fetch_sub(&c->refs, 1);
-            if (i == 0)
-                r = -e;
-            break;
-        }
-        char name[16];
-        (void)snprintf(name, sizeof(name), "trk-dns/%u", (unsigned char)i);
-        (void)pthread_setname_np(th, name);
-    }
-    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
-    (void)pthread_attr_destroy(&attr);
-    return r;
-}
-
 int
 trk_udp_new(struct trk_udp **ret, struct ev_loop *loop,
             const struct trk_udp_config *cfg)
@@ -816,15 +610,16 @@ trk_udp_new(struct trk_udp **ret, struct ev_loop *loop,
             return -EINVAL;
         }
     }
-    u->jobs_w = u->dns_rfd = -1;
-    int r = start_resolvers(u);
-    if (r < 0) {
-        trk_udp_free(u);
-        return r;
+    if (cfg && cfg->resolver) {
+        u->res = cfg->resolver;
+    } else {
+        int r = resolver_new(&u->res, loop, TRK_UDP_RESOLVERS);
+        if (r < 0) {
+            free(u);
+            return r;
+        }
+        u->own_res = true;
     }
-    ev_io_init(&u->dns_io, dns_read_cb, u->dns_rfd, EV_READ);
-    u->dns_io.data = u;
-    ev_io_start(loop, &u->dns_io);
     *ret = u;
     return 0;
 }
@@ -836,17 +631,10 @@ trk_udp_free(struct trk_udp *u)
         return;
     while (u->reqs)
         req_unlink_free(u->reqs);
-    /* Lookups of no request any more: none, but be thorough. */
-    while (u->dns)
-        dns_abandon(u, u->dns);
-    ev_io_stop(u->loop, &u->dns_io);
-    /* End of file for the resolvers, once they have drained the queue. */
-    if (u->jobs_w >= 0)
-        close(u->jobs_w);
-    if (u->dns_rfd >= 0)
-        close(u->dns_rfd);
-    if (u->chan)
-        chan_unref(u->chan);
+    /* Every lookup went with its request; the resolver's threads finish
+     * theirs on their own. */
+    if (u->own_res)
+        resolver_free(u->res);
     if (u->fd4 >= 0) {
         ev_io_stop(u->loop, &u->io4);
         close(u->fd4);

@@ -7,8 +7,9 @@
  * so that trackers record the address we listen on), matched to requests
  * by transaction id (RAND_bytes) and source address.
  *
- * A request goes: resolve the host (numeric hosts at once; names on two
- * resolver threads of trk_udp's own, so the reactor never waits on DNS),
+ * A request goes: resolve the host (numeric hosts at once; names with
+ * daemon/resolver: the caller's, or two threads of trk_udp's own, so the
+ * reactor never waits on DNS),
  * connect (a connection id is cached per tracker address for
  * TRACKER_UDP_CONN_TTL seconds, BEP 15), then announce or scrape.  Each
  * datagram is sent again after base * 2^n seconds (BEP 15: base 15 s);
@@ -26,6 +27,7 @@
 #include "common/tracker.h"
 
 struct ev_loop;
+struct resolver;
 struct trk_udp;
 struct trk_udp_req;
 
@@ -43,6 +45,8 @@ struct trk_udp_config {
     unsigned max_tries;     /* 0: TRK_UDP_MAX_TRIES; at most
                                TRK_UDP_TRIES_LIMIT */
     double dns_timeout;     /* seconds; 0: TRK_UDP_DNS_TIMEOUT */
+    struct resolver *resolver; /* borrowed: outlives the trk_udp; or
+                                  NULL: trk_udp starts its own */
 };
 
 /* The end of a request.  result is 0 when the tracker answered: resp (borrowed,
@@ -58,14 +62,15 @@ typedef void (*trk_udp_cb_t)(void *arg, int result,
                              const char *error);
 
 /* Returns 0, -EINVAL (bind_addr not numeric), -ENOMEM, or another
- * negative errno (socketpair, pthread_create).  Starts the resolver
- * threads; the UDP sockets are made on first use. */
+ * negative errno (resolver_new()).  Without cfg->resolver it starts a
+ * resolver of its own; the UDP sockets are made on first use. */
 int trk_udp_new(struct trk_udp **ret, struct ev_loop *loop,
                 const struct trk_udp_config *cfg);
 
-/* Cancel every request (no callbacks), close the sockets, free.  Does not
- * wait for a lookup in progress: the resolver threads finish it and exit
- * on their own.  Accepts NULL.  Not from inside a callback. */
+/* Cancel every request (no callbacks) and its lookup, close the
+ * sockets, free (and resolver_free() its own resolver, which does not
+ * wait for a lookup in progress).  Accepts NULL.  Not from inside a
+ * callback. */
 void trk_udp_free(struct trk_udp *u);
 
 /* Announce to a "udp://host:port" URL.  req is copied (its tracker id is

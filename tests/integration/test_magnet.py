@@ -10,6 +10,10 @@ on its own 127.0.0.x:
   - the same with a python3-libtorrent seeder found through the DHT, and a
     magnet whose x.pe names a transmission seeder (transmission's DHT
     ignores loopback nodes);
+  - a magnet whose x.pe is a host name, "localhost:PORT" of a torrentd
+    seeder on 127.0.0.1, resolved off the reactor (the only name these
+    tests use: it comes from /etc/hosts, no DNS traffic leaves the
+    machine);
   - PEX (BEP 11): A knows only B, B knows C; A ends up connected to C;
   - a private torrent (BEP 27) is never announced in the DHT.
 
@@ -216,6 +220,28 @@ def test_magnet_xpe_from_transmission(workdir, source, started, nodes):
     nodes.append(td.start(bound=300))
     assert add_magnet(td, magnet(ih, "&x.pe=%s" % tr.peer_address())) == ih
     wait_metadata_then_complete(td, ih, data)
+
+
+@pytest.mark.tsan
+def test_magnet_xpe_host_name(workdir, source, nodes):
+    """x.pe=localhost:PORT names a torrentd seeder listening on 127.0.0.1
+    (DHT, LSD and trackers off: the name is the only way to it); the
+    leecher resolves it, fetches the metadata from it and completes."""
+    data, tor, ih = source
+    off = {"dht": "off", "lsd": "off"}
+    seed = peers.Torrentd(workdir, "seed", ip="127.0.0.1", config=off)
+    seed_copy(data, seed.download_dir)
+    nodes.append(seed.start(bound=300))
+    assert seed.add(tor) == ih
+    seed.wait_state(ih, ("seeding",), 60)
+    td = peers.Torrentd(workdir, "leech",
+                        config=dict(off, log_level="debug"))
+    nodes.append(td.start(bound=300))
+    uri = magnet(ih, "&x.pe=localhost:%d" % seed.port)
+    assert add_magnet(td, uri) == ih
+    wait_metadata_then_complete(td, ih, data)
+    # The name was resolved (the leecher binds to 127.0.x.y: IPv4 only).
+    assert "x.pe 'localhost': 1 address(es)" in td.daemon.stderr_text()
 
 
 def test_lsd_peer_feeds_engine(workdir):
