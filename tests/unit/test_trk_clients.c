@@ -722,7 +722,7 @@ test_udp_announce(void **state)
     assert_int_equal(trk_udp_scrape(u, url, h, 0, 0, udp_cb, &r, NULL),
                      -EINVAL);
 
-    /* A name, resolved with getaddrinfo_a off the reactor. */
+    /* A name, resolved off the reactor (daemon/resolver). */
     memset(&r, 0, sizeof(r));
     r.loop = loop;
     (void)snprintf(url, sizeof(url), "udp://localhost:%u", s.port);
