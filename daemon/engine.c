@@ -357,6 +357,26 @@ map_set(struct epeer ***v, size_t *cap, int h, struct epeer *ep)
     return 0;
 }
 
+/* Give ep a slot in e's picker and choker (ep->pk, ep->ck).  Returns 0,
+ * or -1 with nothing taken (out of memory). */
+static int
+ep_enlist(struct engine *e, struct epeer *ep)
+{
+    int h = picker_peer_add(e->pk, ep->tag);
+    int c = h >= 0 ? choker_peer_add(e->ch, ep->tag, mono_ms()) : -1;
+    if (h < 0 || c < 0 || map_set(&e->by_pk, &e->cap_pk, h, ep) < 0 ||
+        map_set(&e->by_ck, &e->cap_ck, c, ep) < 0) {
+        if (h >= 0)
+            picker_peer_remove(e->pk, h);
+        if (c >= 0)
+            choker_peer_remove(e->ch, c);
+        return -1;
+    }
+    ep->pk = h;
+    ep->ck = c;
+    return 0;
+}
+
 static struct epeer *
 map_get(struct epeer **v, size_t cap, int h)
 {
@@ -1000,19 +1020,10 @@ cb_handshake(void *ud, struct peer *p, const uint8_t *peer_id,
         e->t->peers_connected++;
         return;
     }
-    int h = picker_peer_add(e->pk, ep->tag);
-    int c = h >= 0 ? choker_peer_add(e->ch, ep->tag, mono_ms()) : -1;
-    if (h < 0 || c < 0 || map_set(&e->by_pk, &e->cap_pk, h, ep) < 0 ||
-        map_set(&e->by_ck, &e->cap_ck, c, ep) < 0) {
-        if (h >= 0)
-            picker_peer_remove(e->pk, h);
-        if (c >= 0)
-            choker_peer_remove(e->ch, c);
+    if (ep_enlist(e, ep) < 0) {
         peer_close(p);
         return;
     }
-    ep->pk = h;
-    ep->ck = c;
     (void)peer_send_bitfield(p, e->have, e->nbytes);
     if (ep->cand >= 0)
         e->cands[ep->cand].fails = 0;
@@ -2712,20 +2723,11 @@ magnet_join(struct engine *e, struct epeer *ep)
         return false;
     }
     ep->gen = e->gen;
-    int h = picker_peer_add(e->pk, ep->tag);
-    int c = h >= 0 ? choker_peer_add(e->ch, ep->tag, mono_ms()) : -1;
-    if (h < 0 || c < 0 || map_set(&e->by_pk, &e->cap_pk, h, ep) < 0 ||
-        map_set(&e->by_ck, &e->cap_ck, c, ep) < 0) {
-        if (h >= 0)
-            picker_peer_remove(e->pk, h);
-        if (c >= 0)
-            choker_peer_remove(e->ch, c);
+    if (ep_enlist(e, ep) < 0) {
         magnet_forget(ep);
         peer_close(ep->p);
         return false;
     }
-    ep->pk = h;
-    ep->ck = c;
     e->t->peers_connected++;
     /* Our pieces (data found on disk), as haves: the thread announced
      * nothing for this torrent yet. */
